@@ -116,6 +116,15 @@ def resolve_model(model: str | ChatModel | None, settings: Settings) -> ChatMode
     return model
 
 
+async def close_if_owned(chat: ChatModel, given: str | ChatModel | None) -> None:
+    """Close a backend this pipeline created from an id (a caller's own instance stays open)."""
+    if not isinstance(given, str) and given is not None:
+        return
+    close = getattr(chat, "aclose", None)
+    if close is not None:
+        await close()
+
+
 def model_id(model: ChatModel) -> str:
     """``provider:model`` of a backend."""
     return f"{model.provider}:{model.model}"
@@ -315,13 +324,16 @@ async def aextract(
     """
     settings = settings or get_settings()
     chat = resolve_model(model, settings)
-    caps = chat.capabilities
-    document, pages = await asyncio.to_thread(
-        render_pages, source, limits or settings.limits(), caps.max_image_pixels, caps.max_images
-    )
-    return await extract_pages(
-        pages, schema, chat, source=source_name(source), content_hash=document.content_hash, options=options
-    )
+    try:
+        caps = chat.capabilities
+        document, pages = await asyncio.to_thread(
+            render_pages, source, limits or settings.limits(), caps.max_image_pixels, caps.max_images
+        )
+        return await extract_pages(
+            pages, schema, chat, source=source_name(source), content_hash=document.content_hash, options=options
+        )
+    finally:
+        await close_if_owned(chat, model)
 
 
 def extract(

@@ -33,6 +33,7 @@ from polymodal.pipelines.extract import (
     PROMPT_VERSION,
     ExtractionResult,
     ExtractOptions,
+    close_if_owned,
     render_pages,
     extract_pages,
     model_id,
@@ -226,8 +227,38 @@ async def aextract_many(
     out = Path(out_dir or "polymodal-out")
     out.mkdir(parents=True, exist_ok=True)
     paths, missing = _expand(sources)
-    chat: ChatModel = _RateLimitedModel(resolve_model(model, settings), RateLimiter(rate_limit))
+    inner = resolve_model(model, settings)
+    chat: ChatModel = _RateLimitedModel(inner, RateLimiter(rate_limit))
     run = _Run(chat, schema, ResultCache(out / "extract-cache.sqlite"), limits, options, retry_rejects)
+    try:
+        final = await _run_all(run, paths, missing, out, concurrency, progress, on_record)
+    finally:
+        run.cache.close()
+        await close_if_owned(inner, model)
+    accepted = sum(r["status"] == "accepted" for r in final)
+    return BatchSummary(
+        total=len(final),
+        accepted=accepted,
+        rejected=len(final) - accepted,
+        cached=run.cached,
+        model_calls_made=run.called,
+        seconds=time.perf_counter() - started,
+        results_path=out / "results.jsonl",
+        rejects_path=out / "rejects.jsonl",
+        records=final,
+    )
+
+
+async def _run_all(
+    run: _Run,
+    paths: list[Path],
+    missing: list[dict[str, Any]],
+    out: Path,
+    concurrency: int,
+    progress: bool | None,
+    on_record: Callable[[dict[str, Any]], None] | None,
+) -> list[dict[str, Any]]:
+    """Process every path with ``concurrency`` workers; write both JSONL files; records in input order."""
     records: list[dict[str, Any] | None] = [None] * len(paths)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(paths)):
@@ -255,19 +286,7 @@ async def aextract_many(
     final = missing + [r for r in records if r is not None]
     _rewrite(results_path, [r for r in final if r["status"] == "accepted"])
     _rewrite(rejects_path, [r for r in final if r["status"] != "accepted"])
-    run.cache.close()
-    accepted = sum(r["status"] == "accepted" for r in final)
-    return BatchSummary(
-        total=len(final),
-        accepted=accepted,
-        rejected=len(final) - accepted,
-        cached=run.cached,
-        model_calls_made=run.called,
-        seconds=time.perf_counter() - started,
-        results_path=results_path,
-        rejects_path=rejects_path,
-        records=final,
-    )
+    return final
 
 
 def _expand(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[dict[str, Any]]]:
