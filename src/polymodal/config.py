@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     together_api_key: SecretStr | None = Field(
         None, validation_alias=_key("TOGETHER_API_KEY", "together_api_key")
     )
+    deepgram_api_key: SecretStr | None = Field(
+        None, validation_alias=_key("DEEPGRAM_API_KEY", "deepgram_api_key")
+    )
+    deepgram_url: str = Field("wss://api.deepgram.com", description="Deepgram streaming API origin.")
+    elevenlabs_api_key: SecretStr | None = Field(
+        None, validation_alias=_key("ELEVENLABS_API_KEY", "elevenlabs_api_key")
+    )
+    elevenlabs_url: str = Field("wss://api.elevenlabs.io", description="ElevenLabs streaming API origin.")
     openai_compat_api_key: SecretStr | None = Field(
         None, description="Key for self-hosted OpenAI-compatible servers (vLLM --api-key, LM Studio...)."
     )
@@ -77,6 +85,11 @@ class Settings(BaseSettings):
     lmstudio_base_url: str = Field("http://localhost:1234/v1")
 
     retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    server_api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Keys accepted by `polymodal serve` (Bearer); empty = no auth."
+    )
+    server_max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest upload the service takes.")
 
     def limits(self) -> Limits:
         """The media limits these settings describe."""

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from polymodal.cli import extract as extract_cli
+from polymodal.cli import serve as serve_cli
 from polymodal.errors import ConfigError, PolymodalError
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 extract_cli.register(app)
+serve_cli.register(app)
 
 
 @app.callback()
