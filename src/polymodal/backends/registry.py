@@ -22,6 +22,7 @@ import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -87,10 +88,16 @@ def parse_model_id(model_id: str) -> ModelSpec:
     return ModelSpec(provider.lower(), rest, base_url)
 
 
+@lru_cache(maxsize=1)
+def _plugin_providers() -> dict[str, str]:
+    """Providers installed packages declare (scanned once per process)."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def _providers() -> dict[str, str | Callable[..., object]]:
     table: dict[str, str | Callable[..., object]] = dict(BUILTIN_CHAT_PROVIDERS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        table.setdefault(ep.name, ep.value)
+    for name, target in _plugin_providers().items():
+        table.setdefault(name, target)
     return table
 
 
