@@ -75,7 +75,7 @@ async def test_reasoning_models_get_no_temperature(openai_api: OpenAIFake) -> No
     assert "temperature" not in openai_api.requests[0].json
 
 
-async def test_compat_endpoint_sends_schema_as_given_and_png(openai_fake: OpenAIFake) -> None:
+async def test_compat_endpoint_sends_schema_as_given_and_jpeg(openai_fake: OpenAIFake) -> None:
     openai_fake.reply_json(INVOICE)
     await model_for(openai_fake).generate(invoice_messages(), Invoice, GenerateOptions(max_tokens=50))
     body = openai_fake.requests[0].json
@@ -83,7 +83,7 @@ async def test_compat_endpoint_sends_schema_as_given_and_png(openai_fake: OpenAI
     spec = body["response_format"]["json_schema"]
     assert spec["strict"] is False
     assert spec["schema"] == Invoice.model_json_schema()
-    assert body["messages"][1]["content"][2]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert body["messages"][1]["content"][2]["image_url"]["url"].startswith("data:image/jpeg;base64,")
 
 
 async def test_json_object_profile_puts_schema_in_prompt() -> None:

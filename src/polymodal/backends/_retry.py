@@ -45,7 +45,9 @@ class RetryPolicy:
 Sleep = Callable[[float], Awaitable[None]]
 
 
-def _should_retry(error: BackendError, attempt: int, policy: RetryPolicy, started: float, wait: float) -> bool:
+def _should_retry(
+    error: BackendError, attempt: int, policy: RetryPolicy, started: float, wait: float
+) -> bool:
     if error.is_permanent or attempt >= policy.max_attempts:
         return False
     return (time.monotonic() - started) + wait <= policy.total_timeout

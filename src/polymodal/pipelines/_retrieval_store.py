@@ -6,6 +6,7 @@ next to the manifest, with no rebuild. ``bm25()`` ranks lexical matches for the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -112,10 +113,8 @@ class PageTextStore:
         self._db.close()
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], *, k: int = 60) -> list[tuple[str, float]]:

@@ -175,7 +175,9 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_queries(path: str | Path, *, qrels: str | Path | None = None, corpus: str | Path | None = None) -> list[LabelledQuery]:
+def load_queries(
+    path: str | Path, *, qrels: str | Path | None = None, corpus: str | Path | None = None
+) -> list[LabelledQuery]:
     """Read labelled queries in the simple JSONL or the ViDoRe layout (see the module docstring)."""
     source = Path(path)
     if source.is_dir():
