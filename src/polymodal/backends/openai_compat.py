@@ -324,42 +324,46 @@ class OpenAICompatChatModel(BaseChatModel):
 
     def _translate(self, exc: Exception) -> BackendError:
         """Map an ``openai`` SDK (or decoding) exception to a BackendError."""
-        if isinstance(exc, BackendError):
-            return exc
-        if isinstance(exc, openai.APIStatusError):
-            return _http.status_error(
-                self.provider, self.model, exc.status_code, headers=exc.response.headers, body=exc.body
-            )
-        if isinstance(exc, openai.APITimeoutError):
-            return BackendError(
-                "request timed out", category=ErrorCategory.TIMEOUT, provider=self.provider, model=self.model
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            return BackendError(
-                f"cannot reach {self.base_url}: {exc.__cause__ or exc}",
-                category=ErrorCategory.CONNECTION,
-                provider=self.provider,
-                model=self.model,
-            )
-        if isinstance(exc, openai.APIResponseValidationError | ValueError | TypeError | AttributeError):
-            return _http.malformed(self.provider, self.model, f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, openai.APIError):
-            # Errors the server sends inside a stream ("data: {"error": ...}") arrive as a bare APIError.
-            return BackendError(
-                exc.message, category=ErrorCategory.SERVER, provider=self.provider, model=self.model
-            )
-        return BackendError(
-            f"{type(exc).__name__}: {exc}",
-            category=ErrorCategory.UNAVAILABLE,
-            provider=self.provider,
-            model=self.model,
-        )
+        return translate_error(exc, provider=self.provider, model=self.model, base_url=self.base_url)
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         client = self._clients.current()
         if client is not None:
             await client.close()
+
+
+def translate_error(exc: Exception, *, provider: str, model: str, base_url: str) -> BackendError:
+    """Map an ``openai`` SDK (or decoding) exception to a BackendError: the one mapping for every endpoint
+    the SDK talks to (chat, embeddings, speech)."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        return _http.status_error(
+            provider, model, exc.status_code, headers=exc.response.headers, body=exc.body
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return BackendError(
+            "request timed out", category=ErrorCategory.TIMEOUT, provider=provider, model=model
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return BackendError(
+            f"cannot reach {base_url}: {exc.__cause__ or exc}",
+            category=ErrorCategory.CONNECTION,
+            provider=provider,
+            model=model,
+        )
+    if isinstance(exc, openai.APIResponseValidationError | ValueError | TypeError | AttributeError):
+        return _http.malformed(provider, model, f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, openai.APIError):
+        # Errors the server sends inside a stream ("data: {"error": ...}") arrive as a bare APIError.
+        return BackendError(exc.message, category=ErrorCategory.SERVER, provider=provider, model=model)
+    return BackendError(
+        f"{type(exc).__name__}: {exc}",
+        category=ErrorCategory.UNAVAILABLE,
+        provider=provider,
+        model=model,
+    )
 
 
 def _schema_name(name: str) -> str:
@@ -397,4 +401,4 @@ def create(spec: ModelSpec, settings: Settings) -> OpenAICompatChatModel:
     )
 
 
-__all__ = ["PROFILES", "EndpointProfile", "OpenAICompatChatModel", "create"]
+__all__ = ["PROFILES", "EndpointProfile", "OpenAICompatChatModel", "create", "translate_error"]
