@@ -64,7 +64,10 @@ def make_corpus(folder: Path, n: int) -> list[Path]:
 def overhead(paths: list[Path], max_pixels: int) -> dict[str, float]:
     """Median milliseconds per page for each stage, model excluded."""
     stages: dict[str, list[float]] = {"render_ms": [], "encode_ms": [], "validate_ms": []}
-    answers = {"invoice": json.dumps(synthetic.invoice(0).label), "receipt": json.dumps(synthetic.receipt(1).label)}
+    answers = {
+        "invoice": json.dumps(synthetic.invoice(0).label),
+        "receipt": json.dumps(synthetic.receipt(1).label),
+    }
     for path in paths:
         t0 = time.perf_counter()
         pages = Document.open(path).pages(max_pixels=max_pixels)
@@ -95,7 +98,9 @@ def start_server(latency_s: float) -> tuple[subprocess.Popen[str], str, dict[str
     return proc, model_id, endpoint
 
 
-async def throughput(paths: list[Path], model_id: str, settings: Settings, concurrency: int, out: Path) -> float:
+async def throughput(
+    paths: list[Path], model_id: str, settings: Settings, concurrency: int, out: Path
+) -> float:
     chat = load_chat_model(model_id, settings)
     summary = await aextract_many(
         paths, Receipt, chat, out_dir=out, concurrency=concurrency, progress=False, settings=settings

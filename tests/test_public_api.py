@@ -10,5 +10,14 @@ def test_all_names_exist_and_are_documented():
 
 
 def test_headline_names_exported():
-    for name in ("extract", "extract_many", "Invoice", "Receipt", "Image", "Document", "Limits", "InputError"):
+    for name in (
+        "extract",
+        "extract_many",
+        "Invoice",
+        "Receipt",
+        "Image",
+        "Document",
+        "Limits",
+        "InputError",
+    ):
         assert name in polymodal.__all__

@@ -78,9 +78,7 @@ class Settings(BaseSettings):
     openai_compat_api_key: SecretStr | None = Field(
         None, description="Key for self-hosted OpenAI-compatible servers (vLLM --api-key, LM Studio...)."
     )
-    ollama_host: str = Field(
-        "http://localhost:11434", validation_alias=_key("OLLAMA_HOST", "ollama_host")
-    )
+    ollama_host: str = Field("http://localhost:11434", validation_alias=_key("OLLAMA_HOST", "ollama_host"))
     vllm_base_url: str = Field("http://localhost:8000/v1")
     lmstudio_base_url: str = Field("http://localhost:1234/v1")
 
@@ -89,7 +87,9 @@ class Settings(BaseSettings):
     server_api_keys: list[SecretStr] = Field(
         default_factory=list, description="Keys accepted by `polymodal serve` (Bearer); empty = no auth."
     )
-    server_max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest upload the service takes.")
+    server_max_upload_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="Largest upload the service takes."
+    )
 
     def limits(self) -> Limits:
         """The media limits these settings describe."""

@@ -108,7 +108,7 @@ class ExtractionRejected(PolymodalError):
         self.usage = usage
 
 
-class IndexError_(PolymodalError):  # noqa: N801 - avoid shadowing the builtin IndexError
+class IndexError_(PolymodalError):
     """An index operation failed (wrong embedder, wrong dimension, corrupt or locked index...)."""
 
 

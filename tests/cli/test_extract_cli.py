@@ -26,7 +26,17 @@ def test_json_records_and_exit_codes(tmp_path, scripted_provider):
     bad = tmp_path / "truncated.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")
     runner = CliRunner()
-    args = ["extract", str(good), "--schema", "receipt", "--model", "scripted:x", "--json", "--out", str(tmp_path / "o")]
+    args = [
+        "extract",
+        str(good),
+        "--schema",
+        "receipt",
+        "--model",
+        "scripted:x",
+        "--json",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[0])
@@ -47,12 +57,17 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
     for extra in (["--schema", "nonsense"], ["--schema", "receipt", "--model", "nosuchprovider:m"]):
         proc = subprocess.run(
             [sys.executable, "-m", "polymodal", "extract", str(path), *extra, "--out", str(tmp_path / "o")],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
     missing = subprocess.run(
-        [sys.executable, "-m", "polymodal", "extract", "--schema", "receipt"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "polymodal", "extract", "--schema", "receipt"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert missing.returncode == 2
 
@@ -61,9 +76,23 @@ def test_bad_input_never_prints_a_traceback(tmp_path):
     bomb = tmp_path / "empty.pdf"
     bomb.write_bytes(b"")
     proc = subprocess.run(
-        [sys.executable, "-m", "polymodal", "extract", str(bomb), "--schema", "receipt", "--json",
-         "--model", "fake:none", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "polymodal",
+            "extract",
+            str(bomb),
+            "--schema",
+            "receipt",
+            "--json",
+            "--model",
+            "fake:none",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

@@ -42,7 +42,10 @@ async def test_valid_first_time_is_accepted_with_text_evidence(invoice_pdf):
     assert sent.messages[1].images[0].text_hint and "INVOICE" in sent.messages[1].images[0].text_hint
     by_field = {e.field: e for e in result.evidence}
     assert by_field["invoice_number"].page == 1
-    assert by_field["invoice_number"].text is not None and label["invoice_number"] in by_field["invoice_number"].text
+    assert (
+        by_field["invoice_number"].text is not None
+        and label["invoice_number"] in by_field["invoice_number"].text
+    )
 
 
 async def test_invalid_then_valid_reask_carries_the_errors(receipt_png):
@@ -69,7 +72,9 @@ async def test_always_invalid_is_rejected_with_reasons(receipt_png):
 
 async def test_not_json_and_fenced_json(receipt_png):
     path, label = receipt_png
-    fake = FakeChatModel(["sure! here it is", "```json\n" + json.dumps(label) + "\n```"], capabilities=GRAMMAR)
+    fake = FakeChatModel(
+        ["sure! here it is", "```json\n" + json.dumps(label) + "\n```"], capabilities=GRAMMAR
+    )
     result = await aextract(path, Receipt, fake)
     assert result.accepted and result.attempts == 2
     assert "not valid JSON" in fake.calls[1].messages[-1].text
@@ -88,8 +93,13 @@ async def test_truncated_output_reasks_with_more_tokens(receipt_png):
 
 async def test_vision_models_get_an_evidence_envelope(receipt_png):
     path, label = receipt_png
-    answer = {"data": label, "evidence": [{"field": "total", "page": 1, "bbox": [10, 700, 400, 760]},
-                                          {"field": "merchant", "page": 9, "bbox": None}]}
+    answer = {
+        "data": label,
+        "evidence": [
+            {"field": "total", "page": 1, "bbox": [10, 700, 400, 760]},
+            {"field": "merchant", "page": 9, "bbox": None},
+        ],
+    }
     fake = FakeChatModel([answer])
     result = await aextract(path, Receipt, fake)
     assert result.accepted
@@ -128,7 +138,7 @@ async def test_too_many_pages_for_the_model(tmp_path):
 async def test_unreadable_input_is_an_input_error(tmp_path):
     path = tmp_path / "empty.png"
     path.write_bytes(b"")
-    with pytest.raises(InputError, match="empty.png"):
+    with pytest.raises(InputError, match=r"empty\.png"):
         await aextract(path, Receipt, FakeChatModel())
 
 

@@ -1,4 +1,4 @@
-"""The extraction loop end to end through every remote provider's real adapter and a local wire-format server."""
+"""The extraction loop end to end through each remote provider's real adapter and a local wire server."""
 
 import json
 

@@ -4,8 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from polymodal.errors import ConfigError
-from polymodal.schemas import Invoice, Receipt, iban_is_valid, resolve_schema
 from polymodal.samples import synthetic
+from polymodal.schemas import Invoice, Receipt, iban_is_valid, resolve_schema
 
 
 def _invoice(**changes):
@@ -73,10 +73,14 @@ def test_iban_checksum():
     assert not iban_is_valid("GB29NWBK60161331926818")
     with pytest.raises(ValidationError, match="IBAN checksum"):
         Invoice.model_validate(_invoice(iban="DE89370400440532013001"))
-    assert Invoice.model_validate(_invoice(iban="de89 3704 0044 0532 0130 00")).iban == "DE89370400440532013000"
+    assert (
+        Invoice.model_validate(_invoice(iban="de89 3704 0044 0532 0130 00")).iban == "DE89370400440532013000"
+    )
 
 
-@pytest.mark.parametrize(("text", "value"), [("1,234.50", "1234.50"), ("1.234,50", "1234.50"), ("€12,00", "12.00")])
+@pytest.mark.parametrize(
+    ("text", "value"), [("1,234.50", "1234.50"), ("1.234,50", "1234.50"), ("€12,00", "12.00")]
+)
 def test_money_strings_parsed(text, value):
     r = Receipt.model_validate({"merchant": "m", "date": "2025-01-01", "currency": "EUR", "total": text})
     assert r.total == Decimal(value)

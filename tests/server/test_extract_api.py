@@ -24,7 +24,9 @@ def client(**settings):
 
 def test_extract_upload(fake):
     png = synthetic.receipt(2).png
-    response = client().post("/v1/extract", files={"file": ("r.png", png, "image/png")}, data={"schema": "receipt"})
+    response = client().post(
+        "/v1/extract", files={"file": ("r.png", png, "image/png")}, data={"schema": "receipt"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "accepted" and body["source"] == "r.png"
@@ -32,7 +34,9 @@ def test_extract_upload(fake):
 
 
 def test_bad_upload_is_422_naming_the_file(fake):
-    response = client().post("/v1/extract", files={"file": ("x.png", b"", "image/png")}, data={"schema": "receipt"})
+    response = client().post(
+        "/v1/extract", files={"file": ("x.png", b"", "image/png")}, data={"schema": "receipt"}
+    )
     assert response.status_code == 422
     assert response.json()["error"] == "InputError"
 

@@ -4,7 +4,7 @@ Example::
 
     from polymodal.backends.testing import FakeChatModel
     fake = FakeChatModel(['{"total": "oops"}', '{"total": 12.5}'])
-    result = await extract("receipt.png", Receipt, model=fake)   # first answer fails validation, second passes
+    result = await aextract("receipt.png", Receipt, model=fake)  # 1st answer fails validation, 2nd passes
     assert len(fake.calls) == 2
 """
 
@@ -89,11 +89,10 @@ class FakeChatModel(BaseChatModel):
             )
         if isinstance(reply, BaseException):
             raise reply
-        if callable(reply):
-            reply = reply(call)
-        if isinstance(reply, Completion):
-            return reply
-        text = reply if isinstance(reply, str) else json.dumps(reply)
+        answer = reply(call) if callable(reply) else reply
+        if isinstance(answer, Completion):
+            return answer
+        text = answer if isinstance(answer, str) else json.dumps(answer)
         usage = Usage(sum(len(m.text.split()) + 85 * len(m.images) for m in call.messages), len(text.split()))
         return Completion(text=text, finish_reason="stop", usage=usage, model=self.model)
 

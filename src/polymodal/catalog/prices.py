@@ -64,7 +64,9 @@ PRICES: dict[str, dict[str, Price]] = {
 }
 
 #: Providers that run on the user's own hardware: zero per-token cost.
-LOCAL_PROVIDERS = frozenset({"offline", "transformers", "ollama", "vllm", "lmstudio", "openai-compat", "fake"})
+LOCAL_PROVIDERS = frozenset(
+    {"offline", "transformers", "ollama", "vllm", "lmstudio", "openai-compat", "fake"}
+)
 
 _FREE = Price(Decimal(0), Decimal(0), "local model", "")
 

@@ -47,7 +47,8 @@ class FieldEvidence:
 #: The envelope property a vision model fills with its evidence.
 EVIDENCE_JSON_SCHEMA: dict[str, Any] = {
     "type": "array",
-    "description": "For each field you filled: the page number (1-based) it was read from and, if you can, its "
+    "description": "For each field you filled: the page number (1-based) it was read from and, if you can, "
+    "its "
     "bounding box [x0, y0, x1, y1] in 0-1000 coordinates of that page.",
     "items": {
         "type": "object",
@@ -94,9 +95,13 @@ def text_layer_lines(page: Page) -> list[TextLine]:
     return [TextLine(line) for line in (page.text or "").splitlines() if line.strip()]
 
 
-def locate(data: Any, pages: Sequence[Page], line_source: LineSource = text_layer_lines) -> list[FieldEvidence]:
+def locate(
+    data: Any, pages: Sequence[Page], line_source: LineSource = text_layer_lines
+) -> list[FieldEvidence]:
     """Find each leaf value of ``data`` in the pages' lines; the first page and line that contain it win."""
-    page_lines = [(page.number, [(line, _normalise(line.text)) for line in line_source(page)]) for page in pages]
+    page_lines = [
+        (page.number, [(line, _normalise(line.text)) for line in line_source(page)]) for page in pages
+    ]
     found: list[FieldEvidence] = []
     for path, value in leaves(data):
         needles = [_normalise(n) for n in _needles(value)]

@@ -24,7 +24,8 @@ from polymodal.errors import InputError
 from polymodal.index import PayloadFilter
 from polymodal.media.document import Document
 from polymodal.media.image import Image
-from polymodal.pipelines.retrieval import DEFAULT_INDEX_DIR, RetrievalIndex, SearchHit
+from polymodal.pipelines._retrieval_models import DEFAULT_INDEX_DIR
+from polymodal.pipelines.retrieval import RetrievalIndex, SearchHit
 
 CANNOT_ANSWER = "I cannot answer this from the indexed pages."
 #: Pixel budget of a page image sent to the chat model.

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from polymodal.backends.embedding import MultiVectorEmbedder
 from polymodal.errors import ConfigError
 
 DEFAULT_MODEL = "minilm"
+#: Where the CLI and the pipeline functions keep an index unless told otherwise.
+DEFAULT_INDEX_DIR = Path("polymodal-index")
 
 
 @dataclass(frozen=True)
@@ -71,4 +74,4 @@ def load_retriever(model_id: str | None = None, **options: Any) -> RetrieverChoi
     raise ConfigError(f"unknown retrieval model {model_id!r}", hint=hint)
 
 
-__all__ = ["DEFAULT_MODEL", "RetrieverChoice", "known_models", "load_retriever"]
+__all__ = ["DEFAULT_INDEX_DIR", "DEFAULT_MODEL", "RetrieverChoice", "known_models", "load_retriever"]

@@ -80,7 +80,9 @@ class ExtractionResult(Generic[M]):
     def raise_for_status(self) -> M:
         """Return the validated value, or raise :class:`ExtractionRejected` with the reasons."""
         if self.value is None:
-            raise ExtractionRejected(self.source, attempts=self.attempts, errors=self.errors, usage=self.usage)
+            raise ExtractionRejected(
+                self.source, attempts=self.attempts, errors=self.errors, usage=self.usage
+            )
         return self.value
 
     def to_json(self) -> dict[str, Any]:
@@ -165,7 +167,11 @@ def first_messages(
     if instructions:
         system += "\n" + instructions
     doc = (schema.__doc__ or "").strip()
-    intro = f"Extract one {schema.__name__}" + (f" ({doc})" if doc else "") + f" from this {len(pages)}-page document."
+    intro = (
+        f"Extract one {schema.__name__}"
+        + (f" ({doc})" if doc else "")
+        + f" from this {len(pages)}-page document."
+    )
     parts: list[Part] = [TextPart(intro)]
     for page in pages:
         label = f"page {page.number}"
@@ -201,7 +207,9 @@ class _Attempt:
     raw_evidence: Any = None
 
 
-def check_answer(completion: Completion, schema: type[BaseModel], with_evidence: bool, max_tokens: int) -> _Attempt:
+def check_answer(
+    completion: Completion, schema: type[BaseModel], with_evidence: bool, max_tokens: int
+) -> _Attempt:
     """Parse and validate one answer; say precisely what is wrong when it fails."""
     if completion.truncated:
         return _Attempt(None, [f"the answer was cut off at max_tokens={max_tokens}; answer more concisely"])
@@ -262,7 +270,7 @@ async def extract_pages(
     errors: list[str] = []
     attempt = _Attempt(None, [])
     attempts = 0
-    for attempts in range(1, opts.max_reasks + 2):  # noqa: B007 - attempts is reported after the loop
+    for attempts in range(1, opts.max_reasks + 2):
         completion = await chat.generate(messages, out_schema, gen)
         usage = usage + completion.usage
         attempt = check_answer(completion, schema, with_evidence, gen.max_tokens)
@@ -330,7 +338,12 @@ async def aextract(
             render_pages, source, limits or settings.limits(), caps.max_image_pixels, caps.max_images
         )
         return await extract_pages(
-            pages, schema, chat, source=source_name(source), content_hash=document.content_hash, options=options
+            pages,
+            schema,
+            chat,
+            source=source_name(source),
+            content_hash=document.content_hash,
+            options=options,
         )
     finally:
         await close_if_owned(chat, model)
@@ -345,7 +358,10 @@ def extract(
     limits: Limits | None = None,
     options: ExtractOptions | None = None,
 ) -> ExtractionResult[M]:
-    """Blocking :func:`aextract`: ``extract("invoice.pdf", Invoice, model="openai:gpt-5").raise_for_status()``."""
+    """Blocking :func:`aextract`.
+
+    ``extract("invoice.pdf", Invoice, model="openai:gpt-5").raise_for_status()`` returns the validated model.
+    """
     return asyncio.run(aextract(source, schema, model, settings=settings, limits=limits, options=options))
 
 
@@ -359,7 +375,7 @@ __all__ = [
     "extract_pages",
     "format_validation_errors",
     "parse_json",
-    "resolve_model",
     "render_pages",
+    "resolve_model",
     "response_schema",
 ]

@@ -34,9 +34,9 @@ from polymodal.pipelines.extract import (
     ExtractionResult,
     ExtractOptions,
     close_if_owned,
-    render_pages,
     extract_pages,
     model_id,
+    render_pages,
     resolve_model,
 )
 
@@ -85,7 +85,9 @@ class _RateLimitedModel:
         await self.limiter.wait()
         return await self.inner.generate(messages, schema, options)
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions | None = None) -> AsyncIterator[Delta]:
+    async def stream(
+        self, messages: Sequence[Message], options: GenerateOptions | None = None
+    ) -> AsyncIterator[Delta]:
         await self.limiter.wait()
         async for delta in self.inner.stream(messages, options):
             yield delta
@@ -143,7 +145,9 @@ def cache_key(content_hash: str, chat: ChatModel, schema: type[BaseModel], optio
 
 
 def _rejected(source: str, error: Exception, *, retryable: bool, model: str = "") -> dict[str, Any]:
-    return ExtractionResult(source=source, status="rejected", errors=[str(error)], model=model, retryable=retryable).to_json()
+    return ExtractionResult(
+        source=source, status="rejected", errors=[str(error)], model=model, retryable=retryable
+    ).to_json()
 
 
 class _Run:
@@ -183,7 +187,9 @@ class _Run:
             return _rejected(source, self.fatal, retryable=True, model=model_id(self.chat))
         caps = self.chat.capabilities
         try:
-            _, pages = await asyncio.to_thread(render_pages, path, self.limits, caps.max_image_pixels, caps.max_images)
+            _, pages = await asyncio.to_thread(
+                render_pages, path, self.limits, caps.max_image_pixels, caps.max_images
+            )
         except InputError as exc:
             return _rejected(source, exc, retryable=True)
         try:
@@ -265,7 +271,10 @@ async def _run_all(
         queue.put_nowait(i)
     show = sys.stderr.isatty() if progress is None else progress
     results_path, rejects_path = out / "results.jsonl", out / "rejects.jsonl"
-    with BatchProgress(len(paths) + len(missing), enabled=show) as bar, _JsonlPair(results_path, rejects_path) as sink:
+    with (
+        BatchProgress(len(paths) + len(missing), enabled=show) as bar,
+        _JsonlPair(results_path, rejects_path) as sink,
+    ):
 
         def finish(record: dict[str, Any]) -> None:
             sink.write(record)
@@ -342,4 +351,12 @@ def extract_many(
     return asyncio.run(aextract_many(sources, schema, model, **kwargs))
 
 
-__all__ = ["FATAL_CATEGORIES", "BatchSummary", "RateLimiter", "aextract_many", "cache_key", "extract_many", "hash_file"]
+__all__ = [
+    "FATAL_CATEGORIES",
+    "BatchSummary",
+    "RateLimiter",
+    "aextract_many",
+    "cache_key",
+    "extract_many",
+    "hash_file",
+]

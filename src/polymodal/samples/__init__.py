@@ -1,1 +1,1 @@
-"""Sample documents and a generator of labelled synthetic receipts and invoices (for demos, tests, benchmarks)."""
+"""A generator of labelled synthetic receipts and invoices (for demos, tests and benchmarks)."""

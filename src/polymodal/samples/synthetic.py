@@ -15,12 +15,40 @@ from typing import Any
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
-MERCHANTS = ["Corner Bakery", "Blue Lantern Cafe", "Hardware Hub", "Green Grocer", "City Pharmacy", "Book Nook"]
+MERCHANTS = [
+    "Corner Bakery",
+    "Blue Lantern Cafe",
+    "Hardware Hub",
+    "Green Grocer",
+    "City Pharmacy",
+    "Book Nook",
+]
 VENDORS = ["Acme Supplies Ltd", "Northwind Traders", "Globex GmbH", "Initech SARL", "Umbrella Logistics BV"]
 CUSTOMERS = ["Contoso Corp", "Fabrikam Inc", "Tailspin Toys", "Wide World Importers"]
-ITEMS = ["Coffee", "Croissant", "Bagel", "Hammer", "Screws (100)", "Notebook", "Pens (10)", "Apples 1kg",
-         "Tea", "Sandwich", "Paint 1L", "Tape", "Batteries AA", "Water 1.5L"]
-SERVICES = ["Consulting hours", "Software licence", "Support plan", "Shipping", "Installation", "Training day"]
+ITEMS = [
+    "Coffee",
+    "Croissant",
+    "Bagel",
+    "Hammer",
+    "Screws (100)",
+    "Notebook",
+    "Pens (10)",
+    "Apples 1kg",
+    "Tea",
+    "Sandwich",
+    "Paint 1L",
+    "Tape",
+    "Batteries AA",
+    "Water 1.5L",
+]
+SERVICES = [
+    "Consulting hours",
+    "Software licence",
+    "Support plan",
+    "Shipping",
+    "Installation",
+    "Training day",
+]
 CURRENCIES = [("USD", "$"), ("EUR", "€"), ("GBP", "£")]
 #: Valid IBANs (checksums verified) used on synthetic invoices.
 IBANS = ["DE89370400440532013000", "GB29NWBK60161331926819", "FR1420041010050500013M02606"]
@@ -62,8 +90,14 @@ def receipt(seed: int) -> SyntheticDoc:
     merchant = rng.choice(MERCHANTS)
     lines = [merchant.upper(), f"Date: {day.isoformat()}", f"Currency: {code}", ""]
     lines += [f"{name:<18}{symbol}{_money(amount):>9}" for name, amount in items]
-    lines += ["", f"{'Subtotal':<18}{symbol}{_money(subtotal):>9}", f"{'Tax 8%':<18}{symbol}{_money(tax):>9}",
-              f"{'TOTAL':<18}{symbol}{_money(total):>9}", "", "Thank you!"]
+    lines += [
+        "",
+        f"{'Subtotal':<18}{symbol}{_money(subtotal):>9}",
+        f"{'Tax 8%':<18}{symbol}{_money(tax):>9}",
+        f"{'TOTAL':<18}{symbol}{_money(total):>9}",
+        "",
+        "Thank you!",
+    ]
     font = _font(22)
     image = PILImage.new("RGB", (520, 80 + 34 * len(lines)), "white")
     draw = ImageDraw.Draw(image)
@@ -107,8 +141,15 @@ def invoice(seed: int) -> SyntheticDoc:
     pdf.set_font("Helvetica", "B", 20)
     pdf.cell(0, 12, "INVOICE", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=11)
-    head = [f"From: {vendor}", f"Bill to: {customer}", f"Invoice number: {number}",
-            f"Issue date: {issue.isoformat()}", f"Due date: {due.isoformat()}", f"Currency: {code}", ""]
+    head = [
+        f"From: {vendor}",
+        f"Bill to: {customer}",
+        f"Invoice number: {number}",
+        f"Issue date: {issue.isoformat()}",
+        f"Due date: {due.isoformat()}",
+        f"Currency: {code}",
+        "",
+    ]
     for line in head:
         pdf.cell(0, 7, line, new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "B", 11)
@@ -121,8 +162,12 @@ def invoice(seed: int) -> SyntheticDoc:
             pdf.cell(width, 8, text, border=1)
         pdf.ln()
     pdf.ln(4)
-    tail = [f"Subtotal: {_money(subtotal)} {code}", f"VAT 20%: {_money(tax)} {code}",
-            f"Total due: {_money(subtotal + tax)} {code}", f"IBAN: {iban}"]
+    tail = [
+        f"Subtotal: {_money(subtotal)} {code}",
+        f"VAT 20%: {_money(tax)} {code}",
+        f"Total due: {_money(subtotal + tax)} {code}",
+        f"IBAN: {iban}",
+    ]
     for line in tail:
         pdf.cell(0, 7, line, new_x="LMARGIN", new_y="NEXT")
     label = {

@@ -1,4 +1,4 @@
-"""Turn a ``--schema`` argument into a Pydantic model class: a built-in name, ``module:Class`` or ``file.py:Class``."""
+"""Resolve a ``--schema`` argument: a built-in name, ``module:Class`` or ``file.py:Class``."""
 
 from __future__ import annotations
 
