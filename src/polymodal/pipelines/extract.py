@@ -173,10 +173,7 @@ def first_messages(
         + f" from this {len(pages)}-page document."
     )
     parts: list[Part] = [TextPart(intro)]
-    for page in pages:
-        label = f"page {page.number}"
-        parts.append(TextPart(f"[{label}]"))
-        parts.append(ImagePart(page.image, text_hint=page.text, label=label))
+    parts += [ImagePart(page.image, text_hint=page.text, label=f"page {page.number}") for page in pages]
     return [Message.system(system), Message("user", tuple(parts))]
 
 

