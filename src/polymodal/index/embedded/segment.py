@@ -1,0 +1,209 @@
+"""Immutable segments and their MaxSim kernels.
+
+A *raw* segment stores float16 vectors and is searched exactly (small indexes, before a codebook exists). A
+*pq*
+segment stores centroid ids + residual codes and is searched in three stages (after PLAID, Santhanam et al.
+2022): (1) candidates from the inverted lists of each query token's nearest centroids, scored with centroid
+similarities only; (2) full centroid interaction (every distinct centroid of a candidate); (3) MaxSim on the
+decoded vectors (centroid + residual) of the best few.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from polymodal.index.embedded.codec import Codebook
+from polymodal.index.embedded.storage import load_array, load_points
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+_TOKEN_CHUNK = 262_144
+
+
+def ranges_index(starts: I64, stops: I64) -> I64:
+    """Concatenation of ``arange(starts[i], stops[i])`` for all i, without a Python loop."""
+    lengths = stops - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return np.arange(total, dtype=np.int64) + offsets
+
+
+def maxsim_from_token_scores(token_scores: F32, lengths: I64) -> F32:
+    """Per-point MaxSim from token-by-query scores ``(n_tokens, n_q)`` of consecutive points of
+    ``lengths``."""
+    if len(lengths) == 0:
+        return np.zeros(0, dtype=np.float32)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    best: F32 = np.maximum.reduceat(token_scores, starts, axis=0).sum(axis=1).astype(np.float32)
+    return best
+
+
+def exact_maxsim(vectors: np.ndarray, offsets: I64, rows: I64, query: F32) -> F32:
+    """Exact MaxSim of ``query`` against points ``rows`` whose tokens are
+    ``vectors[offsets[r]:offsets[r+1]]``."""
+    scores = np.empty(len(rows), dtype=np.float32)
+    done = 0
+    while done < len(rows):
+        # take as many points as fit in one chunk of tokens
+        batch_end = done + 1
+        budget = int(offsets[rows[done] + 1] - offsets[rows[done]])
+        while batch_end < len(rows):
+            size = int(offsets[rows[batch_end] + 1] - offsets[rows[batch_end]])
+            if budget + size > _TOKEN_CHUNK:
+                break
+            budget += size
+            batch_end += 1
+        batch = rows[done:batch_end]
+        starts, stops = offsets[batch], offsets[batch + 1]
+        if len(batch) == 1 or np.all(starts[1:] == stops[:-1]):
+            block = np.asarray(vectors[int(starts[0]) : int(stops[-1])], dtype=np.float32)
+        else:
+            block = np.asarray(vectors[ranges_index(starts, stops)], dtype=np.float32)
+        scores[done:batch_end] = maxsim_from_token_scores(block @ query.T, stops - starts)
+        done = batch_end
+    return scores
+
+
+@dataclass
+class Segment:
+    """One immutable segment, memory-mapped; ``live`` marks rows not deleted."""
+
+    name: str
+    kind: str  # "raw" | "pq"
+    ids: list[str] = field(repr=False)
+    payloads: list[dict[str, Any]] = field(repr=False)
+    offsets: I64 = field(repr=False)
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    live: BoolArray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.live = np.ones(len(self.ids), dtype=bool)
+        self._columns: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def load(cls, directory: Path, name: str, kind: str) -> Segment:
+        """Open a committed segment directory."""
+        path = directory / name
+        ids, payloads = load_points(path)
+        names = (
+            ["vectors"]
+            if kind == "raw"
+            else ["cids", "codes", "page_cids_offsets", "page_cids", "ivf_offsets", "ivf_points"]
+        )
+        if kind == "pq" and (path / "vectors.npy").exists():
+            names.append("vectors")  # float16 originals kept for an exact final re-rank
+        arrays = {key: load_array(path / f"{key}.npy") for key in names}
+        offsets = np.asarray(load_array(path / "offsets.npy"), dtype=np.int64)
+        return cls(name, kind, ids, payloads, offsets, arrays)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens stored (deleted points included)."""
+        return int(self.offsets[-1])
+
+    def column(self, key: str) -> np.ndarray:
+        """Payload values of ``key`` for every row (None where absent), cached for filtering."""
+        if key not in self._columns:
+            column = np.empty(len(self.ids), dtype=object)
+            column[:] = [payload.get(key) for payload in self.payloads]
+            self._columns[key] = column
+        return self._columns[key]
+
+    def vectors_of(self, row: int, codebook: Codebook | None) -> F32:
+        """The stored (raw, or decoded) vectors of one row."""
+        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
+        if self.kind == "raw":
+            return np.asarray(self.arrays["vectors"][start:stop], dtype=np.float32)
+        assert codebook is not None
+        return codebook.decode(np.asarray(self.arrays["cids"][start:stop]), self.arrays["codes"][start:stop])
+
+    # -- search -
+
+    def exact_scores(self, rows: I64, query: F32) -> F32:
+        """Exact MaxSim of ``rows`` (raw segments)."""
+        return exact_maxsim(self.arrays["vectors"], self.offsets, rows, query)
+
+    def decoded_scores(self, rows: I64, query: F32, codebook: Codebook, centroid_scores_t: F32) -> F32:
+        """MaxSim on decoded vectors of ``rows``: ``<q, c + r> = <q, c> + <q, r>``, centroid part
+        precomputed."""
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.float32)
+        starts, stops = self.offsets[rows], self.offsets[rows + 1]
+        tokens = ranges_index(starts, stops)
+        cids = np.asarray(self.arrays["cids"])[tokens]
+        codes = np.asarray(self.arrays["codes"])[tokens]
+        token_scores = codebook.decode_residuals(codes) @ query.T
+        token_scores += centroid_scores_t[cids]
+        return maxsim_from_token_scores(token_scores, stops - starts)
+
+    def centroid_scores(self, rows: I64, centroid_scores_t: F32) -> F32:
+        """Approximate MaxSim of ``rows`` from each row's distinct centroids (``centroid_scores_t``: (K,
+        n_q))."""
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.float32)
+        offsets = np.asarray(self.arrays["page_cids_offsets"])
+        starts, stops = offsets[rows], offsets[rows + 1]
+        cids = np.asarray(self.arrays["page_cids"])[ranges_index(starts, stops)]
+        return maxsim_from_token_scores(centroid_scores_t[cids], stops - starts)
+
+    def probe_scores(self, probe_ids: npt.NDArray[np.int64], probe_scores: F32) -> tuple[F32, BoolArray]:
+        """Stage 1: per row, sum over query tokens of its best probed centroid score.
+
+        ``probe_ids`` / ``probe_scores`` are ``(n_q, nprobe)``, each row sorted by descending score. A row
+        without any probed centroid for a query token gets that token's lowest probed score (an upper bound).
+        Returns the scores and a mask of rows hit by at least one probe.
+        """
+        n_q, _ = probe_ids.shape
+        n_rows = len(self.ids)
+        floor = probe_scores[:, -1]
+        table = np.repeat(floor[:, None], n_rows, axis=1)
+        ivf_offsets = np.asarray(self.arrays["ivf_offsets"])
+        ivf_points = np.asarray(self.arrays["ivf_points"])
+        flat_ids = probe_ids.reshape(-1)
+        starts, stops = ivf_offsets[flat_ids], ivf_offsets[flat_ids + 1]
+        positions = ranges_index(starts, stops)
+        rows = ivf_points[positions].astype(np.int64)
+        lengths = stops - starts
+        values = np.repeat(probe_scores.reshape(-1), lengths)
+        query_of = np.repeat(np.repeat(np.arange(n_q), probe_ids.shape[1]), lengths)
+        flat = table.reshape(-1)
+        # descending scores per query token: write in reverse so the best probe of each row wins
+        flat[(query_of * n_rows + rows)[::-1]] = values[::-1]
+        hit = np.zeros(n_rows, dtype=bool)
+        hit[rows] = True
+        return table.sum(axis=0), hit
+
+
+def build_pq_arrays(
+    offsets: I64, cids: np.ndarray, codes: np.ndarray, n_centroids: int
+) -> dict[str, np.ndarray]:
+    """Arrays of a pq segment, with its distinct-centroid CSR and centroid -> rows inverted lists."""
+    n_rows = len(offsets) - 1
+    lengths = np.diff(offsets)
+    row_of_token = np.repeat(np.arange(n_rows, dtype=np.int64), lengths)
+    pairs = np.unique(row_of_token * n_centroids + cids.astype(np.int64))
+    pair_rows, pair_cids = np.divmod(pairs, n_centroids)
+    page_cids_offsets = np.searchsorted(pair_rows, np.arange(n_rows + 1)).astype(np.int64)
+    order = np.argsort(pair_cids, kind="stable")
+    ivf_offsets = np.searchsorted(pair_cids[order], np.arange(n_centroids + 1)).astype(np.int64)
+    return {
+        "offsets": offsets,
+        "cids": cids,
+        "codes": codes,
+        "page_cids_offsets": page_cids_offsets,
+        "page_cids": pair_cids.astype(cids.dtype),
+        "ivf_offsets": ivf_offsets,
+        "ivf_points": pair_rows[order].astype(np.int32),
+    }
