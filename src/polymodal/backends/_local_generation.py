@@ -30,6 +30,20 @@ class LoadedModel:
     tokenizer: Any
     eos_token_ids: tuple[int, ...]
     lock: threading.Lock = field(default_factory=threading.Lock)
+    threads: int | None = None
+
+    def use_threads(self) -> None:
+        """Pin torch's intra-op threads for this generation thread.
+
+        Explicit ``threads`` wins; otherwise models under a billion parameters decode with one thread: batch-1
+        decoding of a small model gains little from more, and OpenMP's spin-waiting makes two threads on a
+        shared two-core CPU up to 16x slower (measured: SmolLM2-135M, 0.37 s vs 0.07 s per token under load).
+        """
+        threads = self.threads
+        if threads is None and sum(p.numel() for p in self.model.parameters()) < 1_000_000_000:
+            threads = 1
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 class _StopOnEvent(StoppingCriteria):
@@ -81,6 +95,7 @@ def generate_blocking(
     """One complete generation under the model's lock (run it in a worker thread)."""
     prompt_length = int(inputs["input_ids"].shape[1])
     with loaded.lock, torch.inference_mode():
+        loaded.use_threads()
         output = loaded.model.generate(**generation_kwargs(loaded, inputs, options, processor))
     new_tokens = [int(t) for t in output[0, prompt_length:]]
     if processor is not None:
@@ -105,6 +120,7 @@ async def stream_generation(
         kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnEvent(cancelled)])
         try:
             with loaded.lock, torch.inference_mode():
+                loaded.use_threads()
                 outcome["output"] = loaded.model.generate(**kwargs)
         except BaseException as exc:  # handed to the consumer, translated there
             outcome["error"] = exc
