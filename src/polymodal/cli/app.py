@@ -8,7 +8,10 @@ import sys
 import typer
 
 from polymodal.cli import extract as extract_cli
+from polymodal.cli.images import images_app
+from polymodal.cli import retrieval as retrieval_cli
 from polymodal.cli import serve as serve_cli
+from polymodal.cli.voice import voice_app
 from polymodal.errors import ConfigError, PolymodalError
 
 app = typer.Typer(
@@ -19,7 +22,11 @@ app = typer.Typer(
     add_completion=False,
 )
 extract_cli.register(app)
+retrieval_cli.register(app)
 serve_cli.register(app)
+app.add_typer(retrieval_cli.eval_app, name="eval")
+app.add_typer(voice_app, name="voice")
+app.add_typer(images_app, name="images")
 
 
 @app.callback()
