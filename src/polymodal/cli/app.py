@@ -8,9 +8,9 @@ import sys
 import typer
 
 from polymodal.cli import extract as extract_cli
-from polymodal.cli.images import images_app
 from polymodal.cli import retrieval as retrieval_cli
 from polymodal.cli import serve as serve_cli
+from polymodal.cli.images import images_app
 from polymodal.cli.voice import voice_app
 from polymodal.errors import ConfigError, PolymodalError
 

@@ -288,13 +288,15 @@ def iban_is_valid(iban: str) -> bool:
 def _check_iban(value: Any) -> Any:
     if isinstance(value, str):
         text = value.replace(" ", "").upper()
+        if not text:
+            return None  # printed nowhere: absent, not invalid
         if not iban_is_valid(text):
             raise ValueError(f"{value!r} fails the IBAN checksum (ISO 13616 mod 97)")
         return text
     return value
 
 
-Iban = Annotated[str, AfterValidator(_check_iban), WithJsonSchema({"type": "string"})]
+Iban = Annotated[str | None, AfterValidator(_check_iban), WithJsonSchema({"type": "string"})]
 """An IBAN, spaces removed, mod-97 checksum verified."""
 
 

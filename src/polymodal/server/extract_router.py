@@ -18,19 +18,19 @@ def extract_router(settings: Settings) -> APIRouter:
     @router.post("/extract")
     async def extract_document(
         file: Annotated[UploadFile, File(description="PDF or image")],
-        schema: Annotated[str, Form(description="invoice | receipt")],
+        schema_name: Annotated[str, Form(alias="schema", description="invoice | receipt")],
         model: Annotated[str | None, Form(description="model id; the server default when absent")] = None,
         max_reasks: Annotated[int, Form(ge=0, le=5)] = 2,
     ) -> dict[str, Any]:
         """Extract one uploaded document into a built-in schema; rejected answers come back with reasons."""
-        if schema not in BUILTIN_SCHEMAS:
-            raise HTTPException(400, f"unknown schema {schema!r}; choose one of {sorted(BUILTIN_SCHEMAS)}")
+        if schema_name not in BUILTIN_SCHEMAS:
+            raise HTTPException(400, f"unknown schema {schema_name!r}; choose one of {sorted(BUILTIN_SCHEMAS)}")
         data = await file.read(settings.server_max_upload_bytes + 1)
         if len(data) > settings.server_max_upload_bytes:
             raise HTTPException(413, f"upload exceeds {settings.server_max_upload_bytes} bytes")
         result = await aextract(
             data,
-            BUILTIN_SCHEMAS[schema],
+            BUILTIN_SCHEMAS[schema_name],
             model or settings.default_model,
             settings=settings,
             options=ExtractOptions(max_reasks=max_reasks),
