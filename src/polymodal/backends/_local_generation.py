@@ -17,8 +17,18 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from polymodal.backends.base import Completion, Delta, FinishReason, GenerateOptions, Usage
-from polymodal.backends.constrained import GrammarLogitsProcessor
+from polymodal.backends.base import (
+    BaseChatModel,
+    Completion,
+    Delta,
+    FinishReason,
+    GenerateOptions,
+    OutputSchema,
+    Usage,
+)
+from polymodal.backends.constrained import GrammarLogitsProcessor, SchemaConstraint
+from polymodal.backends.messages import Message
+from polymodal.errors import PolymodalError
 
 
 @dataclass
@@ -157,4 +167,59 @@ def _next_piece(streamer: TextIteratorStreamer, worker: threading.Thread) -> str
                 return None
 
 
-__all__ = ["LoadedModel", "finish_reason", "generate_blocking", "generation_kwargs", "stream_generation"]
+class LocalChatModel(BaseChatModel):
+    """In-process backends: prepare inputs, constrain decoding to the schema, generate in a worker thread.
+
+    Subclasses say how messages become model inputs (``_prepare``), how their foreign errors translate
+    (``_translate``) and, optionally, how the token budget is bounded (``_budget``).
+    """
+
+    def _prepare(self, messages: Sequence[Message]) -> tuple[LoadedModel, dict[str, Any]]:
+        """Load the model (once) and turn the conversation into its inputs."""
+        raise NotImplementedError
+
+    def _translate(self, exc: BaseException) -> PolymodalError:
+        """Map a foreign exception of this backend to a polymodal error."""
+        raise NotImplementedError
+
+    def _budget(self, inputs: dict[str, Any], options: GenerateOptions) -> GenerateOptions:
+        """The generation options actually used (e.g. capped by the context window)."""
+        return options
+
+    def _run(
+        self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
+    ) -> Completion:
+        try:
+            loaded, inputs = self._prepare(messages)
+            processor = None
+            if schema is not None:
+                constraint = SchemaConstraint.from_json_schema(
+                    schema.json_schema, loaded.tokenizer, eos_token_ids=loaded.eos_token_ids
+                )
+                processor = constraint.logits_processor()
+            return generate_blocking(loaded, inputs, self._budget(inputs, options), processor, self.model)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _generate(
+        self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
+    ) -> Completion:
+        return await asyncio.to_thread(self._run, messages, schema, options)
+
+    async def _stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Delta]:
+        try:
+            loaded, inputs = await asyncio.to_thread(self._prepare, messages)
+            async for delta in stream_generation(loaded, inputs, self._budget(inputs, options)):
+                yield delta
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+
+__all__ = [
+    "LoadedModel",
+    "LocalChatModel",
+    "finish_reason",
+    "generate_blocking",
+    "generation_kwargs",
+    "stream_generation",
+]

@@ -14,25 +14,16 @@ share one OCR run.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from polymodal.backends._local_generation import (
-    LoadedModel,
-    generate_blocking,
-    stream_generation,
-)
+from polymodal.backends._local_generation import LoadedModel, LocalChatModel
 from polymodal.backends.base import (
-    BaseChatModel,
     Capabilities,
-    Completion,
-    Delta,
     GenerateOptions,
-    OutputSchema,
 )
-from polymodal.backends.constrained import ConstraintError, SchemaConstraint
+from polymodal.backends.constrained import ConstraintError
 from polymodal.backends.gguf_llm import load_gguf, smollm2_gguf_path
 from polymodal.backends.messages import ImagePart, Message, TextPart
 from polymodal.backends.ocr import layout_text, ocr_lines
@@ -76,7 +67,7 @@ def render_messages(
     return rendered
 
 
-class OfflineChatModel(BaseChatModel):
+class OfflineChatModel(LocalChatModel):
     """OCR + a small GGUF text model with grammar-constrained JSON; no key and no network."""
 
     provider = PROVIDER
@@ -108,27 +99,14 @@ class OfflineChatModel(BaseChatModel):
             )
         return loaded, dict(inputs)
 
-    def _run(
-        self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
-    ) -> Completion:
-        try:
-            loaded, inputs = self._prepare(messages)
-            budget = GenerateOptions(
-                max_tokens=min(options.max_tokens, CONTEXT_TOKENS - int(inputs["input_ids"].shape[1])),
-                temperature=options.temperature,
-                seed=options.seed,
-            )
-            processor = None
-            if schema is not None:
-                constraint = SchemaConstraint.from_json_schema(
-                    schema.json_schema, loaded.tokenizer, eos_token_ids=loaded.eos_token_ids
-                )
-                processor = constraint.logits_processor()
-            return generate_blocking(loaded, inputs, budget, processor, self.model)
-        except Exception as exc:
-            raise self._translate(exc) from exc
+    def _budget(self, inputs: dict[str, Any], options: GenerateOptions) -> GenerateOptions:
+        """Never ask for more tokens than the context window has left after the prompt."""
+        room = CONTEXT_TOKENS - int(inputs["input_ids"].shape[1])
+        return GenerateOptions(
+            max_tokens=min(options.max_tokens, room), temperature=options.temperature, seed=options.seed
+        )
 
-    def _translate(self, exc: Exception) -> PolymodalError:
+    def _translate(self, exc: BaseException) -> PolymodalError:
         """The one place foreign exceptions of this backend become polymodal errors."""
         if isinstance(exc, PolymodalError):
             return exc
@@ -141,19 +119,6 @@ class OfflineChatModel(BaseChatModel):
         return BackendError(
             f"{type(exc).__name__}: {exc}", category=category, provider=PROVIDER, model=self.model
         )
-
-    async def _generate(
-        self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
-    ) -> Completion:
-        return await asyncio.to_thread(self._run, messages, schema, options)
-
-    async def _stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Delta]:
-        try:
-            loaded, inputs = await asyncio.to_thread(self._prepare, messages)
-            async for delta in stream_generation(loaded, inputs, options):
-                yield delta
-        except Exception as exc:
-            raise self._translate(exc) from exc
 
 
 def create(spec: ModelSpec, settings: Settings) -> OfflineChatModel:

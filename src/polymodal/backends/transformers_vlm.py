@@ -9,21 +9,15 @@ streaming goes through ``TextIteratorStreamer`` and stops the model when the con
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from polymodal.backends._local_generation import LoadedModel, generate_blocking, stream_generation
+from polymodal.backends._local_generation import LoadedModel, LocalChatModel
 from polymodal.backends.base import (
-    BaseChatModel,
     Capabilities,
-    Completion,
-    Delta,
-    GenerateOptions,
-    OutputSchema,
 )
-from polymodal.backends.constrained import ConstraintError, SchemaConstraint
+from polymodal.backends.constrained import ConstraintError
 from polymodal.backends.messages import ImagePart, Message, TextPart
 from polymodal.backends.registry import ModelSpec
 from polymodal.config import Settings
@@ -91,7 +85,7 @@ def to_chat(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[Any
     return conversation, images
 
 
-class TransformersVLM(BaseChatModel):
+class TransformersVLM(LocalChatModel):
     """A local transformers vision-language model with grammar-constrained JSON output."""
 
     provider = PROVIDER
@@ -162,21 +156,6 @@ class TransformersVLM(BaseChatModel):
             prepared[name] = value
         return loaded, prepared
 
-    def _run(
-        self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
-    ) -> Completion:
-        try:
-            loaded, inputs = self._prepare(messages)
-            processor = None
-            if schema is not None:
-                constraint = SchemaConstraint.from_json_schema(
-                    schema.json_schema, loaded.tokenizer, eos_token_ids=loaded.eos_token_ids
-                )
-                processor = constraint.logits_processor()
-            return generate_blocking(loaded, inputs, options, processor, self.model)
-        except Exception as exc:
-            raise self._translate(exc) from exc
-
     def _translate(self, exc: BaseException) -> PolymodalError:
         """The one place torch/transformers exceptions of this backend become polymodal errors."""
         if isinstance(exc, PolymodalError):
@@ -195,19 +174,6 @@ class TransformersVLM(BaseChatModel):
         return BackendError(
             f"{type(exc).__name__}: {text}", category=category, provider=PROVIDER, model=self.model
         )
-
-    async def _generate(
-        self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
-    ) -> Completion:
-        return await asyncio.to_thread(self._run, messages, schema, options)
-
-    async def _stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Delta]:
-        try:
-            loaded, inputs = await asyncio.to_thread(self._prepare, messages)
-            async for delta in stream_generation(loaded, inputs, options):
-                yield delta
-        except Exception as exc:
-            raise self._translate(exc) from exc
 
     async def aclose(self) -> None:
         """Forget this process's copy of the model (the next call loads it again)."""
