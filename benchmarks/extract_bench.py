@@ -123,11 +123,11 @@ def main() -> None:
         proc, model_id, endpoint = start_server(args.latency_ms / 1000)
         try:
             settings = Settings(**endpoint, request_timeout=60)
-            # Warm-up, not recorded: SDK import, TLS context, the render worker's start (paid once per process).
+            # Warm-up, not recorded: SDK import, TLS context, the render worker's start (once per process).
             asyncio.run(throughput(corpus[:8], model_id, settings, 4, folder / "warm-up"))
             rates = {}
             for c in args.concurrency:
-                n = min(len(corpus), max(8, int(c * 1000 / args.latency_ms * 8)))  # ~8 model latencies of work
+                n = min(len(corpus), max(8, int(c * 1000 / args.latency_ms * 8)))  # ~8 latencies of work
                 rates[c] = asyncio.run(throughput(corpus[:n], model_id, settings, c, folder / f"out-{c}"))
         finally:
             proc.terminate()

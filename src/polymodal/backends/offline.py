@@ -15,6 +15,7 @@ share one OCR run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ PROVIDER = "offline"
 KNOWN_MODELS = {"smollm2": smollm2_gguf_path}
 #: SmolLM2's context window (max_position_embeddings).
 CONTEXT_TOKENS = 8192
+#: Longest answer asked of the 135M model. A real receipt or invoice fits in ~300 tokens; past that a model
+#: this small is repeating itself (e.g. the same line item forever), and at ~14 tokens/s on two cores an
+#: uncapped 4,096-token budget costs minutes per attempt before the pipeline can reject it.
+MAX_ANSWER_TOKENS = 512
 #: The default system instruction; deliberately short, a 135M model follows little more.
 DEFAULT_INSTRUCTION = "Extract the fields from the document text as JSON."
 
@@ -100,11 +105,9 @@ class OfflineChatModel(LocalChatModel):
         return loaded, dict(inputs)
 
     def _budget(self, inputs: dict[str, Any], options: GenerateOptions) -> GenerateOptions:
-        """Never ask for more tokens than the context window has left after the prompt."""
+        """At most :data:`MAX_ANSWER_TOKENS`, and never more than the context window has left."""
         room = CONTEXT_TOKENS - int(inputs["input_ids"].shape[1])
-        return GenerateOptions(
-            max_tokens=min(options.max_tokens, room), temperature=options.temperature, seed=options.seed
-        )
+        return replace(options, max_tokens=min(options.max_tokens, room, MAX_ANSWER_TOKENS))
 
     def _translate(self, exc: BaseException) -> PolymodalError:
         """The one place foreign exceptions of this backend become polymodal errors."""

@@ -24,7 +24,8 @@ def extract_router(settings: Settings) -> APIRouter:
     ) -> dict[str, Any]:
         """Extract one uploaded document into a built-in schema; rejected answers come back with reasons."""
         if schema_name not in BUILTIN_SCHEMAS:
-            raise HTTPException(400, f"unknown schema {schema_name!r}; choose one of {sorted(BUILTIN_SCHEMAS)}")
+            known = ", ".join(sorted(BUILTIN_SCHEMAS))
+            raise HTTPException(400, f"unknown schema {schema_name!r}; choose one of {known}")
         data = await file.read(settings.server_max_upload_bytes + 1)
         if len(data) > settings.server_max_upload_bytes:
             raise HTTPException(413, f"upload exceeds {settings.server_max_upload_bytes} bytes")
