@@ -33,7 +33,16 @@ import numpy as np
 
 CACHE = Path(os.environ.get("POLYMODAL_BENCH_CACHE", "/tmp/polymodal-retrieval-bench"))
 CHUNK = 250  # pages generated / added per step
-SYSTEMS = ["exact", "embedded", "embedded-f16", "qdrant-local", "qdrant-pooled", "lancedb"]
+SYSTEMS = [
+    "exact",
+    "embedded",
+    "embedded-4bit",
+    "embedded-f16",
+    "embedded-f16-wide",
+    "qdrant-local",
+    "qdrant-pooled",
+    "lancedb",
+]
 # qdrant-client's local mode keeps every vector as Python lists and scores in Python/numpy: at 1,000 pages
 # (1M vectors) one upsert pass did not finish in 7 minutes on this machine, so it is measured at <= 300 pages.
 LIMITS = {"qdrant-local": 300, "qdrant-pooled": 300}
@@ -165,7 +174,7 @@ def build_embedded(pages: np.ndarray, work: Path, **options: Any) -> tuple[Any, 
     index.flush()
     index.optimize()  # type: ignore[attr-defined]
     index.close()
-    index = open_multivector_index(path, dim=pages.shape[2], embedder_id="bench", create=False)
+    index = open_multivector_index(path, dim=pages.shape[2], embedder_id="bench", create=False, **options)
     return (lambda q, k: [int(h.id) for h in index.search(q, k)]), dir_gb(path)
 
 
@@ -235,7 +244,12 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         builders = {
             "exact": build_exact,
             "embedded": build_embedded,
+            "embedded-4bit": lambda p, w: build_embedded(p, w, nbits=4),
             "embedded-f16": lambda p, w: build_embedded(p, w, store_vectors=True),
+            # float16 originals kept, and wider stages before the exact re-rank
+            "embedded-f16-wide": lambda p, w: build_embedded(
+                p, w, store_vectors=True, candidates=512, rerank=256, exact_rerank=128
+            ),
             "qdrant-local": lambda p, w: build_qdrant(p, w, "none"),
             "qdrant-pooled": lambda p, w: build_qdrant(p, w, "pooled"),
             "lancedb": build_lancedb,

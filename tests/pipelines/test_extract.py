@@ -88,7 +88,17 @@ async def test_truncated_output_reasks_with_more_tokens(receipt_png):
     result = await aextract(path, Receipt, fake, options=options)
     assert result.accepted
     assert [c.options.max_tokens for c in fake.calls] == [100, 200]
-    assert "cut off at max_tokens=100" in fake.calls[1].messages[-1].text
+    assert "cut off at the token limit (100 tokens)" in fake.calls[1].messages[-1].text
+
+
+async def test_truncation_names_the_length_a_capped_backend_produced(receipt_png):
+    """A local backend capping its answers below the asked budget: the error says what was produced."""
+    path, label = receipt_png
+    cut = Completion(text=json.dumps(label)[:40], finish_reason="length", usage=Usage(300, 512))
+    fake = FakeChatModel([lambda call: cut] * 3, capabilities=GRAMMAR)
+    result = await aextract(path, Receipt, fake)
+    assert result.status == "rejected" and result.attempts == 3
+    assert all("(512 tokens)" in e for e in result.errors)
 
 
 async def test_vision_models_get_an_evidence_envelope(receipt_png):

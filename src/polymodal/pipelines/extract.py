@@ -209,7 +209,11 @@ def check_answer(
 ) -> _Attempt:
     """Parse and validate one answer; say precisely what is wrong when it fails."""
     if completion.truncated:
-        return _Attempt(None, [f"the answer was cut off at max_tokens={max_tokens}; answer more concisely"])
+        # the backend may cap lower than asked (small local models): name the length actually produced
+        produced = completion.usage.output_tokens or max_tokens
+        return _Attempt(
+            None, [f"the answer was cut off at the token limit ({produced} tokens); answer more concisely"]
+        )
     try:
         obj = parse_json(completion.text)
     except json.JSONDecodeError as exc:

@@ -11,7 +11,7 @@ import pytest
 
 from polymodal.errors import IndexError_, StoreError
 from polymodal.index.dense import DenseIndex, open_dense_index, read_dense_index_info
-from polymodal.index.dense.embedded import GRAPH, POINTS, VECTORS, EmbeddedDenseIndex
+from polymodal.index.dense.embedded import POINTS, STRUCTURE_FILES, VECTORS, EmbeddedDenseIndex
 from tests.index.dense._vectors import clustered, exact_top
 
 DIM = 48
@@ -29,13 +29,18 @@ def _filled(path: Path, base: np.ndarray, **options: object) -> EmbeddedDenseInd
     return index
 
 
-@pytest.mark.parametrize("exact_below", [4096, 0])  # exact scan of a small index; the HNSW graph
+@pytest.mark.parametrize(
+    ("exact_below", "engine"),
+    [(4096, "ivf-pq"), (0, "ivf-pq"), (0, "hnsw")],  # exact scan of a small index; each structure
+)
 def test_is_a_dense_index_and_finds_exact_neighbours(
-    tmp_path: Path, base: np.ndarray, exact_below: int
+    tmp_path: Path, base: np.ndarray, exact_below: int, engine: str
 ) -> None:
-    # the graph path, searched widely: these noisy 48-d clusters are harder than real embeddings (the
-    # default settings' recall at scale is measured by benchmarks/dense_bench.py)
-    index = _filled(tmp_path / "idx", base, exact_below=exact_below, expansion_search=200, rescore_min=100)
+    # the approximate paths, searched widely: these noisy 48-d clusters are harder than real embeddings
+    # (the default settings' recall at scale is measured by benchmarks/dense_bench.py)
+    index = _filled(
+        tmp_path / "idx", base, exact_below=exact_below, engine=engine, expansion_search=200, rescore_min=200
+    )
     assert isinstance(index, DenseIndex)
     queries = clustered(50, DIM, seed=2)
     recall = []
@@ -60,9 +65,16 @@ def test_scores_are_exact_cosines_after_rescoring(tmp_path: Path, base: np.ndarr
     index.close()
 
 
-@pytest.mark.parametrize("exact_filter_limit", [0, 100_000])  # graph path with over-fetch, and exact scan
-def test_filters_match_the_reference(tmp_path: Path, base: np.ndarray, exact_filter_limit: int) -> None:
-    index = _filled(tmp_path / "idx", base, exact_filter_limit=exact_filter_limit)
+@pytest.mark.parametrize(
+    ("exact_filter_limit", "engine"),
+    [(0, "ivf-pq"), (0, "hnsw"), (100_000, "ivf-pq")],  # filtered structure search, and exact scan
+)
+def test_filters_match_the_reference(
+    tmp_path: Path, base: np.ndarray, exact_filter_limit: int, engine: str
+) -> None:
+    index = _filled(
+        tmp_path / "idx", base, exact_filter_limit=exact_filter_limit, exact_below=0, engine=engine
+    )
     group = np.arange(len(base)) % 4
     q = clustered(1, DIM, seed=3)[0]
     got = [int(h.id[1:]) for h in index.search(q, 10, filter={"group": 2})]
@@ -142,9 +154,13 @@ def test_one_writer_and_read_only_readers(tmp_path: Path, base: np.ndarray) -> N
     writer.close()
 
 
-def test_missing_or_torn_graph_is_rebuilt_from_the_originals(tmp_path: Path, base: np.ndarray) -> None:
-    _filled(tmp_path / "idx", base).close()
-    (tmp_path / "idx" / GRAPH).write_bytes(b"torn")
+@pytest.mark.parametrize("engine", ["ivf-pq", "hnsw"])
+def test_missing_or_torn_structure_is_rebuilt_from_the_originals(
+    tmp_path: Path, base: np.ndarray, engine: str
+) -> None:
+    _filled(tmp_path / "idx", base, exact_below=0, engine=engine).close()
+    assert (tmp_path / "idx" / STRUCTURE_FILES[engine]).is_file()
+    (tmp_path / "idx" / STRUCTURE_FILES[engine]).write_bytes(b"torn")
     seen: list[tuple[int, int]] = []
     index = EmbeddedDenseIndex(
         tmp_path / "idx", dim=DIM, embedder_id="m1", progress=lambda d, t: seen.append((d, t))
@@ -196,13 +212,45 @@ def test_empty_index_and_k_zero(tmp_path: Path) -> None:
     index.close()
 
 
-def test_flush_keeps_the_graph_as_a_cache(tmp_path: Path, base: np.ndarray) -> None:
-    """flush() makes points durable without rewriting the graph each time; close() saves it."""
-    index = _filled(tmp_path / "idx", base[:100])
+@pytest.mark.parametrize(("engine", "points"), [("hnsw", 100), ("ivf-pq", 1500)])
+def test_flush_keeps_the_structure_as_a_cache(
+    tmp_path: Path, base: np.ndarray, engine: str, points: int
+) -> None:
+    """flush() makes points durable without rewriting the structure each time; close() saves it."""
+    index = _filled(tmp_path / "idx", base[:points], engine=engine, exact_below=0)
     index.flush()
-    assert not (tmp_path / "idx" / GRAPH).exists()  # 100 unsaved changes: below the save threshold
+    assert not (tmp_path / "idx" / STRUCTURE_FILES[engine]).exists()  # below the save threshold
     index.close()
-    assert (tmp_path / "idx" / GRAPH).is_file()
+    assert (tmp_path / "idx" / STRUCTURE_FILES[engine]).is_file()
     reopened = EmbeddedDenseIndex(tmp_path / "idx", dim=DIM, embedder_id="m1", exact_below=0)
     assert reopened.search(base[3], 1)[0].id == "p3"
+    reopened.close()
+
+
+def test_inverted_file_is_trained_at_the_threshold_and_retrained_as_it_grows(tmp_path: Path) -> None:
+    """Small batches: exact scans until exact_below points, then an inverted file, retrained once it has
+    grown RETRAIN_GROWTH times; every state answers the same top hit."""
+    from polymodal.index.dense._ann import RETRAIN_GROWTH, TRAIN_FLOOR, IvfPqCandidates
+
+    vectors = clustered(TRAIN_FLOOR * (RETRAIN_GROWTH + 1), DIM, seed=5)
+    # these isotropic 48-d clusters make compressed codes rank points of one cluster coarsely: rescore widely
+    index = EmbeddedDenseIndex(
+        tmp_path / "idx", dim=DIM, embedder_id="m1", exact_below=TRAIN_FLOOR, rescore_min=600
+    )
+    trained: list[int] = []
+    for start in range(0, len(vectors), 512):
+        index.add([f"p{i}" for i in range(start, start + 512)], vectors[start : start + 512])
+        ann = index._ann
+        assert isinstance(ann, IvfPqCandidates)
+        assert ann.ready == (start + 512 >= TRAIN_FLOOR)
+        if ann.ready and (not trained or trained[-1] != ann.trained_on):
+            trained.append(ann.trained_on)
+        probe = start + 100
+        assert index.search(vectors[probe], 1)[0].id == f"p{probe}"
+    assert trained == [TRAIN_FLOOR, TRAIN_FLOOR * RETRAIN_GROWTH + 512]
+    index.close()
+    reopened = EmbeddedDenseIndex(tmp_path / "idx", dim=DIM, embedder_id="m1")
+    assert isinstance(reopened._ann, IvfPqCandidates)
+    assert reopened._ann.trained_on == trained[-1]
+    assert len(reopened._ann) == len(vectors)
     reopened.close()

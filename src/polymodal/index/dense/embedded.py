@@ -1,19 +1,21 @@
-"""The embedded dense engine: an int8 HNSW graph (usearch) with exact float32 rescoring, no server.
+"""The embedded dense engine: a compressed candidate structure with exact float32 rescoring, no server.
 
 Layout of an index directory::
 
     dense.json       identity (embedder id, dim, metric) and engine settings
     points.sqlite    id <-> integer key, payloads (JSON); the source of truth for which points are live
     vectors.f32      normalised float32 originals, row ``key``; memory-mapped for rescoring, never read whole
-    graph.usearch    the HNSW graph over int8-quantized vectors (a cache: rebuilt from vectors.f32 if missing)
+    cells.npz        engine "ivf-pq" (default): faiss inverted file over 4-bit PQ codes (see _ann.py)
+    graph.usearch    engine "hnsw": usearch HNSW graph over int8 vectors
     LOCK             one writer at a time (``fcntl.flock``)
 
-Search asks the graph for ``max(k * rescore, rescore_min)`` candidates, then rescores them with the exact
-float32 cosine and returns the best ``k``. int8 keeps the graph at a quarter of the float32 bytes (peak RSS
-of a 1M x 768 index stays far below twice the raw vectors, see docs/benchmarks/dense.md) while rescoring
-recovers the recall quantization loses. A selective filter (at most ``exact_filter_limit`` matching points) is
-answered by an exact scan of the matching rows; a broad one by over-fetching graph candidates and filtering
-them. An index smaller than ``exact_below`` points is scanned exactly.
+The candidate structure is a cache of the originals: rebuilt from vectors.f32 when missing or torn, and (the
+inverted file) retrained as the index outgrows what it was trained on. Search asks it for
+``max(k * rescore, rescore_min)`` candidates, rescores them with the exact float32 cosine and returns the best
+``k``; compressed codes keep memory far below the raw vectors (docs/benchmarks/dense.md) while rescoring
+recovers the recall compression loses. A selective filter (at most ``exact_filter_limit`` matching points) is
+answered by an exact scan of the matching rows, a broad one inside the structure. An index smaller than
+``exact_below`` points is scanned exactly.
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ import numpy.typing as npt
 
 from polymodal.errors import IndexError_, StoreError
 from polymodal.index.base import FloatArray, PayloadFilter, as_matrix, check_add_args, check_filter
+from polymodal.index.dense._ann import CandidateStructure, HnswCandidates, IvfPqCandidates
 from polymodal.index.dense._store import connect, exact_top, filter_sql, rescore, write_atomic
 from polymodal.index.dense.base import DenseHit, DenseIndexInfo, normalize_rows
 from polymodal.index.embedded._lock import WriterLock
 
 FORMAT = 1
-META, POINTS, VECTORS, GRAPH, LOCK = "dense.json", "points.sqlite", "vectors.f32", "graph.usearch", "LOCK"
-#: flush() also saves the graph once this many changes (or a quarter of the index) are unsaved.
-GRAPH_SAVE_EVERY = 50_000
+META, POINTS, VECTORS, LOCK = "dense.json", "points.sqlite", "vectors.f32", "LOCK"
+#: The candidate structure's file, per engine.
+STRUCTURE_FILES = {"ivf-pq": "cells.npz", "hnsw": "graph.usearch"}
+#: flush() also saves the candidate structure once this many changes (or a quarter of the index) are unsaved.
+SAVE_EVERY = 50_000
 I64 = npt.NDArray[np.int64]
 Progress = Callable[[int, int], None]
 
@@ -49,32 +54,41 @@ class EngineSettings:
     """Tuning of the embedded engine (stored in ``dense.json``; search-time values may be changed on open).
 
     Attributes:
-        quantization: graph vector type: ``"i8"`` (default), ``"f16"`` or ``"f32"``.
+        engine: candidate structure: ``"ivf-pq"`` (default: faiss inverted file over 4-bit product codes, one
+            bit per dimension, trained once the index holds ``exact_below`` points) or ``"hnsw"`` (usearch
+            graph).
+        nprobe: ivf-pq cells scanned per query.
+        quantization: hnsw vector type: ``"i8"`` (default), ``"f16"`` or ``"f32"``.
         connectivity: HNSW links per node (``M``).
-        expansion_add: candidate list size while building (``efConstruction``).
-        expansion_search: candidate list size while searching (``efSearch``); raised to the candidate count.
-        rescore: graph candidates per requested hit, rescored with exact float32 cosine.
+        expansion_add: HNSW candidate list size while building (``efConstruction``).
+        expansion_search: HNSW candidate list size while searching (``efSearch``); raised to the candidate
+            count.
+        rescore: candidates per requested hit, rescored with exact float32 cosine.
         rescore_min: least number of candidates rescored.
         exact_filter_limit: filters matching at most this many points are answered by an exact scan.
         exact_below: an index with fewer live points is searched by an exact scan (as fast as the graph at
             that size, and exact).
-        threads: threads for bulk adds (0: all cores).
+        threads: threads for bulk adds to the graph (0: all cores).
     """
 
+    engine: str = "ivf-pq"
+    nprobe: int = 32
     quantization: str = "i8"
     connectivity: int = 16
     expansion_add: int = 64
     expansion_search: int = 64
     rescore: int = 4
-    rescore_min: int = 40
+    rescore_min: int = 200
     exact_filter_limit: int = 20_000
     exact_below: int = 4096
     threads: int = 0
 
     def __post_init__(self) -> None:
+        if self.engine not in STRUCTURE_FILES:
+            raise IndexError_(f"engine must be one of {sorted(STRUCTURE_FILES)}, got {self.engine!r}")
         if self.quantization not in ("i8", "f16", "f32"):
             raise IndexError_(f"quantization must be 'i8', 'f16' or 'f32', got {self.quantization!r}")
-        for name in ("connectivity", "expansion_add", "expansion_search", "rescore", "rescore_min"):
+        for name in ("nprobe", "connectivity", "expansion_add", "expansion_search", "rescore", "rescore_min"):
             if getattr(self, name) < 1:
                 raise IndexError_(f"{name} must be >= 1")
 
@@ -87,9 +101,10 @@ class EmbeddedDenseIndex:
         dim, embedder_id: what the index holds; must match an existing index.
         create: create the index when absent (else raise IndexError_).
         lock_timeout: seconds to wait for another writer.
-        progress: called with (done, total) while a missing or stale graph is rebuilt on open.
+        progress: called with (done, total) while a missing or stale candidate structure is rebuilt on open.
         **settings: :class:`EngineSettings` fields for a new index; for an existing one only the search-time
-            fields (``expansion_search``, ``rescore``, ``rescore_min``, ``exact_filter_limit``, ``threads``).
+            fields (``nprobe``, ``expansion_search``, ``rescore``, ``rescore_min``, ``exact_filter_limit``,
+            ``threads``).
     """
 
     def __init__(
@@ -108,7 +123,7 @@ class EmbeddedDenseIndex:
         self.read_only = read_only
         self._closed = False
         self._live_keys: I64 | None = None
-        self._unsaved = 0  # graph changes not yet saved to graph.usearch
+        self._unsaved = 0  # changes not yet saved to the candidate structure's file
         exists = (self.path / META).is_file()
         if not exists and not create:
             raise IndexError_(f"{self.path}: no dense index here (create=False)")
@@ -125,7 +140,8 @@ class EmbeddedDenseIndex:
             self._db = connect(self.path / POINTS)
             self._vectors_file = open(self.path / VECTORS, "rb" if read_only else "ab")  # noqa: SIM115
             self._rows_cache: np.memmap[Any, np.dtype[np.float32]] | None = None
-            self._graph = self._load_graph(progress)
+            self._ann_path = self.path / STRUCTURE_FILES[self.settings.engine]
+            self._ann = self._load_ann(progress)
         except BaseException:
             self._lock.release()
             raise
@@ -148,19 +164,22 @@ class EmbeddedDenseIndex:
         if not exists:
             info = DenseIndexInfo(embedder_id, dim)
             engine = EngineSettings(**settings)
-            meta = {"format": FORMAT, "engine": "usearch-hnsw", **asdict(info), "settings": asdict(engine)}
+            meta = {"format": FORMAT, "engine": engine.engine, **asdict(info), "settings": asdict(engine)}
             write_atomic(self.path / META, json.dumps(meta, indent=2).encode())
             return info, engine
         try:
             meta = json.loads((self.path / META).read_text(encoding="utf-8"))
             info = DenseIndexInfo(str(meta["embedder_id"]), int(meta["dim"]), str(meta["metric"]))
-            stored = EngineSettings(**meta["settings"])
+            stored_settings = dict(meta["settings"])
+            if meta.get("engine") == "usearch-hnsw":  # written before the engine became a setting
+                stored_settings.setdefault("engine", "hnsw")
+            stored = EngineSettings(**stored_settings)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{self.path / META}: unreadable index metadata: {exc}") from exc
         if meta.get("format") != FORMAT:
             raise StoreError(f"{self.path}: dense index format {meta.get('format')!r}, expected {FORMAT}")
         info.check(embedder_id, dim, where=f"index {self.path}")
-        build_time = {"quantization", "connectivity", "expansion_add"}
+        build_time = {"engine", "quantization", "connectivity", "expansion_add"}
         if build_time & set(settings):
             changed = {k: v for k, v in settings.items() if k in build_time and getattr(stored, k) != v}
             if changed:
@@ -169,52 +188,79 @@ class EmbeddedDenseIndex:
                 )
         return info, EngineSettings(**{**asdict(stored), **settings})
 
-    # -- graph ---------------------------------------------------------------------------------------------
+    # -- candidate structure -------------------------------------------------------------------------------
 
-    def _new_graph(self) -> Any:
-        from usearch.index import Index
-
+    def _new_ann(self) -> CandidateStructure:
         s = self.settings
-        return Index(
-            ndim=self.dim,
-            metric="cos",
-            dtype=s.quantization,
-            connectivity=s.connectivity,
-            expansion_add=s.expansion_add,
-            expansion_search=s.expansion_search,
-        )
+        if s.engine == "hnsw":
+            return HnswCandidates(
+                self.dim,
+                quantization=s.quantization,
+                connectivity=s.connectivity,
+                expansion_add=s.expansion_add,
+                expansion_search=s.expansion_search,
+                threads=s.threads,
+            )
+        return IvfPqCandidates(self.dim, nprobe=s.nprobe, min_train=s.exact_below)
 
-    def _load_graph(self, progress: Progress | None) -> Any:
-        """Load the graph and reconcile it with the points table (the truth) after a crash."""
-        graph = self._new_graph()
-        graph_path = self.path / GRAPH
-        if graph_path.is_file():
+    def _read_ann(self) -> CandidateStructure:
+        """The saved structure, or a new empty one when the file is missing, torn or foreign."""
+        if self._ann_path.is_file():
             try:
-                graph.load(str(graph_path))
-            except (RuntimeError, ValueError, OSError):
-                graph = self._new_graph()  # a torn or foreign file: rebuild from the originals
-        graph.expansion_search = self.settings.expansion_search
+                if self.settings.engine == "hnsw":
+                    graph = self._new_ann()
+                    cast(HnswCandidates, graph).load(self._ann_path)
+                    return graph
+                s = self.settings
+                return IvfPqCandidates.load(
+                    self._ann_path, self.dim, nprobe=s.nprobe, min_train=s.exact_below
+                )
+            except IndexError_:
+                pass
+        return self._new_ann()
+
+    def _load_ann(self, progress: Progress | None) -> CandidateStructure:
+        """Load the structure and reconcile it with the points table (the truth) after a crash."""
         live = self._keys()
         torn = live[live >= len(self._rows())]
         if len(torn) and not self.read_only:  # committed points whose vectors never reached the disk
             with self._write() as db:
                 db.executemany("DELETE FROM points WHERE key = ?", [(int(k),) for k in torn])
         live = live[live < len(self._rows())]
-        in_graph = np.asarray(graph.keys, dtype=np.int64) if len(graph) else np.zeros(0, np.int64)
-        stale = np.setdiff1d(in_graph, live, assume_unique=True)
+        ann = self._read_ann()
+        if ann.wants_rebuild(len(live)):
+            return self._rebuild_ann(live, progress)
+        held = ann.keys()
+        stale = np.setdiff1d(held, live, assume_unique=True)
         if len(stale):
-            graph.remove(stale)
+            ann.remove(stale)
             self._unsaved += len(stale)
-        missing = np.setdiff1d(live, in_graph, assume_unique=True)
-        self._graph = graph
-        if len(missing):
+        missing = np.setdiff1d(live, held, assume_unique=True)
+        if len(missing) and ann.ready:
             for start in range(0, len(missing), 50_000):
                 chunk = missing[start : start + 50_000]
-                graph.add(chunk, np.ascontiguousarray(self._rows()[chunk]), threads=self.settings.threads)
+                ann.add(chunk, np.ascontiguousarray(self._rows()[chunk]))
                 self._unsaved += len(chunk)
                 if progress is not None:
                     progress(min(start + len(chunk), len(missing)), len(missing))
-        return graph
+        return ann
+
+    def _rebuild_ann(self, live: I64, progress: Progress | None = None) -> CandidateStructure:
+        """A new structure over every live point (training the inverted file on them)."""
+        s = self.settings
+        if s.engine == "hnsw":
+            ann = self._new_ann()
+            for start in range(0, len(live), 50_000):
+                chunk = live[start : start + 50_000]
+                ann.add(chunk, np.ascontiguousarray(self._rows()[chunk]))
+                if progress is not None:
+                    progress(start + len(chunk), len(live))
+        else:
+            ann = IvfPqCandidates.build(
+                self._rows(), live, nprobe=s.nprobe, min_train=s.exact_below, progress=progress
+            )
+        self._unsaved += max(len(live), 1)
+        return ann
 
     # -- storage helpers -----------------------------------------------------------------------------------
 
@@ -283,9 +329,12 @@ class EmbeddedDenseIndex:
                 zip(keys.tolist(), ids, texts, strict=True),
             )
         if replaced:
-            self._graph.remove(np.fromiter(replaced.values(), dtype=np.int64))
-        self._graph.add(keys, matrix, threads=self.settings.threads)
+            self._ann.remove(np.fromiter(replaced.values(), dtype=np.int64))
+        if self._ann.ready:
+            self._ann.add(keys, matrix)
         self._unsaved += len(keys)
+        if self._ann.wants_rebuild(self._live_count()):
+            self._ann = self._rebuild_ann(self._keys())
 
     def _append_rows(self, first_key: int, matrix: FloatArray) -> None:
         offset = first_key * 4 * self.dim
@@ -314,7 +363,7 @@ class EmbeddedDenseIndex:
             keys = list(self._keys_of(db, ids).values())
             db.executemany("DELETE FROM points WHERE key = ?", [(k,) for k in keys])
         if keys:
-            self._graph.remove(np.asarray(keys, dtype=np.int64))
+            self._ann.remove(np.asarray(keys, dtype=np.int64))
             self._unsaved += len(keys)
 
     def flush(self) -> None:
@@ -331,16 +380,19 @@ class EmbeddedDenseIndex:
             os.fsync(self._vectors_file.fileno())
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot persist the index: {exc}") from exc
-        if self._unsaved > max(GRAPH_SAVE_EVERY, len(self._graph) // 4):
-            self._save_graph()
+        if self._unsaved > max(SAVE_EVERY, len(self._ann) // 4):
+            self._save_ann()
 
-    def _save_graph(self) -> None:
+    def _save_ann(self) -> None:
+        if not self._ann.ready:  # nothing to save yet: the originals are searched exactly
+            self._unsaved = 0
+            return
         try:
-            tmp = self.path / (GRAPH + ".tmp")
-            self._graph.save(str(tmp))
-            os.replace(tmp, self.path / GRAPH)
+            tmp = self._ann_path.with_name(self._ann_path.name + ".tmp")
+            self._ann.save(tmp)
+            os.replace(tmp, self._ann_path)
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot save the graph: {exc}") from exc
+            raise StoreError(f"{self.path}: cannot save the candidate structure: {exc}") from exc
         self._unsaved = 0
 
     def close(self) -> None:
@@ -350,7 +402,7 @@ class EmbeddedDenseIndex:
         try:
             self.flush()
             if self._unsaved and not self.read_only:
-                self._save_graph()
+                self._save_ann()
         finally:
             self._closed = True
             self._vectors_file.close()
@@ -368,6 +420,10 @@ class EmbeddedDenseIndex:
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM points").fetchone()[0])
+
+    def _live_count(self) -> int:
+        """Live points: the structure holds them all once it is ready; before that, count the table."""
+        return len(self._ann) if self._ann.ready else len(self)
 
     def ids(self) -> set[str]:
         """Ids of all live points."""
@@ -400,39 +456,21 @@ class EmbeddedDenseIndex:
         if q.shape[0] != 1:
             raise IndexError_(f"query: expected one vector, got {q.shape[0]}")
         conditions = check_filter(filter)
-        size = len(self._graph)
+        size = self._live_count()
         if k <= 0 or size == 0:
             return []
+        wanted = min(size, max(k * self.settings.rescore, self.settings.rescore_min))
+        allowed = None
         if conditions:
             allowed = self._matching_keys(conditions)
             if len(allowed) <= max(self.settings.exact_filter_limit, self.settings.exact_below):
                 return self._hits(*exact_top(self._rows(), allowed, q[0], k))
-            keys, scores = self._filtered_graph_search(q[0], k, allowed, size)
-            return self._hits(keys, scores)
-        if size < self.settings.exact_below:
+        elif size < self.settings.exact_below or not self._ann.ready:
             return self._hits(*exact_top(self._rows(), self._keys(), q[0], k))
-        wanted = min(size, max(k * self.settings.rescore, self.settings.rescore_min))
-        candidates = self._graph_candidates(q[0], wanted)
+        candidates = self._ann.candidates(q[0], wanted, allowed) if self._ann.ready else None
+        if candidates is None or (allowed is not None and len(candidates) < k):
+            return self._hits(*exact_top(self._rows(), self._keys() if allowed is None else allowed, q[0], k))
         return self._hits(*rescore(self._rows(), candidates, q[0], k))
-
-    def _graph_candidates(self, q: FloatArray, count: int) -> I64:
-        self._graph.expansion_search = max(self.settings.expansion_search, count)
-        matches = self._graph.search(q, count)
-        return np.asarray(matches.keys, dtype=np.int64)
-
-    def _filtered_graph_search(
-        self, q: FloatArray, k: int, allowed: I64, size: int
-    ) -> tuple[I64, FloatArray]:
-        selectivity = max(len(allowed) / size, 1e-6)
-        wanted = int(min(size, max(k * self.settings.rescore, self.settings.rescore_min) / selectivity * 2))
-        while True:
-            candidates = self._graph_candidates(q, wanted)
-            kept = candidates[np.isin(candidates, allowed, assume_unique=True)]
-            if len(kept) >= k or wanted >= size:
-                return rescore(self._rows(), kept, q, k)
-            if wanted * 4 > size:  # the graph cannot give enough: scan the matching rows exactly
-                return exact_top(self._rows(), allowed, q, k)
-            wanted *= 4
 
     def _matching_keys(self, conditions: Mapping[str, tuple[str, Any]]) -> I64:
         query = filter_sql(conditions)
