@@ -5,14 +5,16 @@ layouts (left/right-aligned amounts, date formats, header positions) and the fon
 (DejaVu / Liberation). They are clean renders, so OCR is near its best case; real scans are harder.
 
 Compared side by side, each receipt through each variant:
-  * offline:smollm2 with the default short instruction (OCR text first, grammar does the structure),
+  * offline:smollm2 with the default short instruction (OCR text first, grammar does the structure, values
+    grounded in the page: numbers, dates and strings the page prints),
+  * offline:smollm2 ungrounded (``grounded=False``: the grammar gives the structure only),
   * offline:smollm2 with a longer instruction that names every field,
   * transformers: a tiny RANDOM-weight Idefics3 (the real code path; its accuracy is expected to be ~0).
 
 Fields: vendor, date, currency, subtotal, tax, total. ``exact`` compares the raw values; ``normalized``
 compares case/space-folded text, ISO dates and numbers to the cent.
 
-    python benchmarks/offline_accuracy.py [--n 12] [--json] [--variants default,named,tiny-random]
+    python benchmarks/offline_accuracy.py [--n 12] [--json] [--variants default,ungrounded,named,tiny-random]
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ async def run_variant(
         model: Any = transformers_vlm.create(ModelSpec("transformers", str(_tiny_model_dir())), settings)
     else:
         model = offline.create(ModelSpec("offline", "smollm2"), settings)
+        model.grounded = name != "ungrounded"
     exact = {f: 0 for f in FIELDS}
     normalized = {f: 0 for f in FIELDS}
     valid = 0
@@ -198,7 +201,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=12)
-    parser.add_argument("--variants", default="default,named,tiny-random")
+    parser.add_argument("--variants", default="default,ungrounded,named,tiny-random")
     parser.add_argument("--max-tokens", type=int, default=120)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")

@@ -42,6 +42,7 @@ def main() -> None:
         index.flush()
         manifest.confirm_deleted(leftover)
     for doc in range(docs):
+        print(f"doc {doc}", flush=True)  # progress, so the crash tests can kill mid-ingest on any machine
         content = f"doc{doc}-v{run if doc % 7 == 0 else 0}"
         plan = manifest.plan(f"doc{doc}.pdf", content, pages)
         if plan.delete:

@@ -66,7 +66,16 @@ def crash_rounds(directory: Path, rounds: int, docs: int, pages: int, seed: int)
     killed = 0
     for run in range(rounds):
         worker = start_worker(directory, docs, pages, run)
-        time.sleep(rng.uniform(0.3, 2.5))
+        # kill after a random number of documents (plus jitter), not after a fixed time: a fast machine
+        # would otherwise finish before the kill and the round would test nothing
+        target, seen = rng.randint(1, docs - 1), 0
+        assert worker.stdout is not None
+        while seen < target:
+            line = worker.stdout.readline()
+            if not line:
+                break
+            seen += line.startswith(b"doc ")
+        time.sleep(rng.uniform(0.0, 0.05))
         if worker.poll() is None:
             os.kill(worker.pid, signal.SIGKILL)
             killed += 1

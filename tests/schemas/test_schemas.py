@@ -108,3 +108,14 @@ def test_resolve_schema(tmp_path):
         resolve_schema("bogus")
     with pytest.raises(ConfigError, match="BaseModel"):
         resolve_schema("polymodal.schemas:iban_is_valid")
+
+
+def test_receipt_without_subtotal_checks_items_plus_tax_against_total() -> None:
+    base = {"merchant": "m", "date": "2025-01-01", "currency": "USD"}
+    items = [{"description": "a", "amount": "4.08"}, {"description": "b", "amount": "6.32"}]
+    Receipt.model_validate({**base, "items": items, "tax": "0.83", "total": "11.23"})
+    Receipt.model_validate({**base, "items": items, "total": "10.40"})
+    with pytest.raises(ValueError, match=r"items sum to 10\.40 \+ tax 8 but total = 11\.23"):
+        Receipt.model_validate({**base, "items": items, "tax": "8", "total": "11.23"})
+    with pytest.raises(ValueError, match=r"items sum to 20\.80 but total = 10\.40"):
+        Receipt.model_validate({**base, "items": items * 2, "total": "10.40"})

@@ -186,6 +186,10 @@ class LocalChatModel(BaseChatModel):
         """The generation options actually used (e.g. capped by the context window)."""
         return options
 
+    def _constraint_schema(self, schema: OutputSchema, messages: Sequence[Message]) -> dict[str, Any]:
+        """The JSON schema the decoder is constrained to (the requested one, unless a backend narrows it)."""
+        return dict(schema.json_schema)
+
     def _run(
         self, messages: Sequence[Message], schema: OutputSchema | None, options: GenerateOptions
     ) -> Completion:
@@ -194,7 +198,9 @@ class LocalChatModel(BaseChatModel):
             processor = None
             if schema is not None:
                 constraint = SchemaConstraint.from_json_schema(
-                    schema.json_schema, loaded.tokenizer, eos_token_ids=loaded.eos_token_ids
+                    self._constraint_schema(schema, messages),
+                    loaded.tokenizer,
+                    eos_token_ids=loaded.eos_token_ids,
                 )
                 processor = constraint.logits_processor()
             return generate_blocking(loaded, inputs, self._budget(inputs, options), processor, self.model)

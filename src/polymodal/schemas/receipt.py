@@ -44,6 +44,12 @@ class Receipt(BaseModel):
                 problems.append(f"subtotal {self.subtotal} + tax {self.tax} != total {self.total}")
         elif self.subtotal is not None and self.tax is None and self.subtotal > self.total + BASE_TOLERANCE:
             problems.append(f"subtotal {self.subtotal} exceeds total {self.total}")
+        if self.items and self.subtotal is None:  # no subtotal printed: the items (plus tax) make the total
+            items_sum = sum((item.amount for item in self.items), Decimal("0"))
+            expected = items_sum + (self.tax or Decimal("0"))
+            if not amounts_close(expected, self.total, sum_tolerance(len(self.items))):
+                with_tax = f" + tax {self.tax}" if self.tax is not None else ""
+                problems.append(f"items sum to {items_sum}{with_tax} but total = {self.total}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -101,7 +101,12 @@ class Codebook:
             members = sample[cells == cell]
             # faiss wants >= 39 points per centroid; a sparse cell gets fewer centroids
             k_fine = min(per_cell, max(1, len(members) // 40))
-            fine = _kmeans(members, k_fine, seed=seed + cell + 1) if len(members) else coarse[cell : cell + 1]
+            if len(members) == 0:
+                fine = coarse[cell : cell + 1]
+            elif k_fine == 1:  # one centroid is the mean (faiss would warn about too few points)
+                fine = members.mean(axis=0, keepdims=True).astype(np.float32)
+            else:
+                fine = _kmeans(members, k_fine, seed=seed + cell + 1)
             parts.append(fine)
             offsets.append(offsets[-1] + fine.shape[0])
         centroids = np.concatenate(parts).astype(np.float32)
