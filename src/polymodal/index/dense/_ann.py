@@ -69,6 +69,10 @@ class CandidateStructure(Protocol):
         """Write the structure to ``path``."""
         ...
 
+    def load(self, path: Path) -> None:
+        """Replace the contents with what :meth:`save` wrote (IndexError_ when the file is unusable)."""
+        ...
+
 
 def _faiss() -> Any:
     try:
@@ -117,9 +121,8 @@ class IvfPqCandidates:
         self._index = index
         self.trained_on = trained_on
 
-    @classmethod
-    def load(cls, path: Path, dim: int, *, nprobe: int, min_train: int) -> IvfPqCandidates:
-        """Read a structure written by :meth:`save` (IndexError_ when the file is unusable)."""
+    def load(self, path: Path) -> None:
+        """Read a structure written by :meth:`save` into this one (IndexError_ when the file is unusable)."""
         faiss = _faiss()
         try:
             with np.load(path) as stored:
@@ -127,9 +130,9 @@ class IvfPqCandidates:
                 trained_on = int(stored["trained_on"])
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise IndexError_(f"{path}: unreadable inverted file: {exc}") from exc
-        if index.d != dim:
-            raise IndexError_(f"{path}: inverted file holds {index.d}-d vectors, not {dim}-d")
-        return cls(dim, nprobe=nprobe, min_train=min_train, index=index, trained_on=trained_on)
+        if index.d != self.dim:
+            raise IndexError_(f"{path}: inverted file holds {index.d}-d vectors, not {self.dim}-d")
+        self._index, self.trained_on = index, trained_on
 
     @classmethod
     def build(

@@ -205,19 +205,13 @@ class EmbeddedDenseIndex:
 
     def _read_ann(self) -> CandidateStructure:
         """The saved structure, or a new empty one when the file is missing, torn or foreign."""
+        ann = self._new_ann()
         if self._ann_path.is_file():
             try:
-                if self.settings.engine == "hnsw":
-                    graph = self._new_ann()
-                    cast(HnswCandidates, graph).load(self._ann_path)
-                    return graph
-                s = self.settings
-                return IvfPqCandidates.load(
-                    self._ann_path, self.dim, nprobe=s.nprobe, min_train=s.exact_below
-                )
+                ann.load(self._ann_path)
             except IndexError_:
-                pass
-        return self._new_ann()
+                ann = self._new_ann()
+        return ann
 
     def _load_ann(self, progress: Progress | None) -> CandidateStructure:
         """Load the structure and reconcile it with the points table (the truth) after a crash."""
