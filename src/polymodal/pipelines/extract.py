@@ -34,8 +34,9 @@ M = TypeVar("M", bound=BaseModel)
 Status = Literal["accepted", "rejected"]
 Source = str | Path | bytes
 
-#: Bumped whenever prompts change, so cached results from older prompts are not reused.
-PROMPT_VERSION = "1"
+#: Bumped whenever prompts, built-in validation or a bundled backend's decoding change, so cached results of
+#: an older version are not reused (2: offline grammar grounded in the page; receipts check items vs total).
+PROMPT_VERSION = "2"
 MAX_TOKENS_CEILING = 32_768
 
 SYSTEM_PROMPT = (
