@@ -42,6 +42,21 @@ def test_numbers_are_read_in_both_decimal_conventions() -> None:
     assert len(numbers) == len(set(numbers))
 
 
+def test_percentages_are_offered_only_to_rate_fields() -> None:
+    assert 8 in document_numbers(RECEIPT_TEXT)
+    assert 8 not in document_numbers(RECEIPT_TEXT, percentages=False)
+    schema = {
+        "type": "object",
+        "properties": {
+            "tax": {"type": "number", "description": "Tax amount"},
+            "tax_rate": {"type": "number", "title": "Tax rate"},
+        },
+    }
+    grounded = ground_schema(schema, RECEIPT_TEXT)["properties"]
+    assert 8 not in grounded["tax"]["enum"] and 83.28 in grounded["tax"]["enum"]
+    assert 8 in grounded["tax_rate"]["enum"]
+
+
 def test_dates_are_normalised_to_iso() -> None:
     text = "Issued March 5, 2025 - due 5 April 2025 (05/03/2025), printed 2025-13-40"
     assert document_dates(text) == ["2025-03-05", "2025-04-05"]  # the impossible date is dropped

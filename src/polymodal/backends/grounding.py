@@ -4,7 +4,9 @@ A small local model (the offline default is a 135M-parameter one) reads values u
 itself, repeats a line item until its token budget runs out. It is much better at *choosing* than at
 *writing*: :func:`ground_schema` rewrites the schema so that the grammar-constrained decoder can only emit
 
-* numbers that are printed in the document (``4.08``, ``1,234.50``, ``1.234,50`` and ``-3`` read as numbers),
+* numbers that are printed in the document (``4.08``, ``1,234.50``, ``1.234,50`` and ``-3`` read as numbers;
+  a number printed only as a percentage, ``8%``, only for fields whose title or description speaks of a
+  percent or rate),
 * dates printed in the document, normalised to ISO 8601, for ``format: date`` strings,
 * for free strings (no ``enum``, ``pattern`` or ``format``), a line of the document, a column of a line
   (text separated by two or more spaces or a tab) or the value after a ``Label:``; inside the entries of an
@@ -31,6 +33,8 @@ JsonSchema = dict[str, Any]
 MAX_CANDIDATES = 400
 
 _NUMBER = re.compile(r"(?<![\w.,])-?(?:\d{1,3}(?:[,.]\d{3})+|\d+)(?:[.,]\d{1,4})?(?!\w)")
+#: A number field whose title or description matches this is offered percentages too (``Tax 8%``).
+_RATE_WORDS = re.compile(r"percent|rate|ratio|%", re.IGNORECASE)
 _COLUMNS = re.compile(r"\s{2,}|\t")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _DMY_DATE = re.compile(r"\b(\d{1,2})[./](\d{1,2})[./](\d{4})\b")
@@ -85,13 +89,18 @@ def parse_number(token: str) -> float | None:
         return None
 
 
-def document_numbers(text: str) -> list[float | int]:
-    """Every number printed in ``text`` (integers stay integers), in reading order, without repeats."""
+def document_numbers(text: str, *, percentages: bool = True) -> list[float | int]:
+    """Every number printed in ``text`` (integers stay integers), in reading order, without repeats.
+
+    ``percentages=False`` leaves out numbers printed only as a percentage (``Tax 8%``): they are rates, not
+    amounts.
+    """
     found: list[float | int] = []
     for match in _NUMBER.finditer(text):
         value = parse_number(match.group(0))
-        if value is not None:
-            found.append(int(value) if value.is_integer() else value)
+        if value is None or (not percentages and text[match.end() : match.end() + 2].strip().startswith("%")):
+            continue
+        found.append(int(value) if value.is_integer() else value)
     return _unique(found)
 
 
@@ -177,6 +186,7 @@ def ground_schema(schema: JsonSchema, text: str) -> JsonSchema:
     if "evidence" in schema.get("properties", {}):
         return copy.deepcopy(schema)
     numbers = document_numbers(text)
+    amounts = document_numbers(text, percentages=False) or numbers
     integers = [n for n in numbers if isinstance(n, int)]
     dates = document_dates(text)
     strings = document_strings(text)
@@ -198,7 +208,8 @@ def ground_schema(schema: JsonSchema, text: str) -> JsonSchema:
         kind = node.get("type")
         described = {k: v for k, v in node.items() if k in ("title", "description", "default")}
         if kind == "number" and numbers:
-            return {**described, "enum": numbers}
+            wants_rate = _RATE_WORDS.search(f"{node.get('title', '')} {node.get('description', '')}")
+            return {**described, "enum": numbers if wants_rate else amounts}
         if kind == "integer" and integers:
             return {**described, "enum": integers}
         if kind == "string":
