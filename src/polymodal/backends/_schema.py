@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from polymodal.errors import ConfigError
@@ -212,6 +212,17 @@ def schema_instruction(schema_name: str, schema: Mapping[str, Any]) -> str:
     )
 
 
+def walk_objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every dict inside ``node`` (itself included), depth first: the nodes of a JSON schema."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk_objects(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk_objects(item)
+
+
 __all__ = [
     "JsonSchema",
     "deref_root",
@@ -219,4 +230,5 @@ __all__ = [
     "is_object_schema",
     "schema_instruction",
     "to_openai_strict",
+    "walk_objects",
 ]

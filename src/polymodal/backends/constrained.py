@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
+from polymodal.backends._schema import walk_objects
+
 #: How many compiled schemas are kept per tokenizer.
 GRAMMAR_CACHE_SIZE = 64
 
@@ -68,19 +70,10 @@ def close_objects(schema: dict[str, Any]) -> dict[str, Any]:
     invent keys; extraction wants exactly the declared fields.
     """
     result = copy.deepcopy(schema)
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            is_object = node.get("type") == "object" or "properties" in node
-            if is_object and "additionalProperties" not in node and "patternProperties" not in node:
-                node["additionalProperties"] = False
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for item in node:
-                visit(item)
-
-    visit(result)
+    for node in walk_objects(result):
+        is_object = node.get("type") == "object" or "properties" in node
+        if is_object and "additionalProperties" not in node and "patternProperties" not in node:
+            node["additionalProperties"] = False
     return result
 
 

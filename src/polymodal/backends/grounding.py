@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-JsonSchema = dict[str, Any]
+from polymodal.backends._schema import JsonSchema, walk_objects
+
 #: Most candidates offered for one kind of value (a long document keeps its first ones).
 MAX_CANDIDATES = 400
 
@@ -162,17 +163,9 @@ def _row_definitions(schema: JsonSchema) -> set[str]:
             found += refs(option)
         return found
 
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "array":
-                names.update(refs(node.get("items")))
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(schema)
+    for node in walk_objects(schema):
+        if node.get("type") == "array":
+            names.update(refs(node.get("items")))
     return names
 
 
