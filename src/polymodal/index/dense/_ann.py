@@ -31,7 +31,6 @@ RETRAIN_GROWTH = 8
 #: Fewest points an inverted file is trained on, whatever ``min_train`` says (k-means and the 16-entry
 #: product codebooks need points to learn from; an index this small is scanned exactly anyway).
 TRAIN_FLOOR = 1024
-_ADD_CHUNK = 100_000
 
 
 class CandidateStructure(Protocol):
@@ -106,7 +105,7 @@ def pq_subvectors(dim: int) -> int:
 
 
 class IvfPqCandidates:
-    """faiss ``IndexIVFPQFastScan`` with our keys as ids; trained on the first rebuild (see module docstring).
+    """faiss ``IndexIVFPQFastScan`` with our keys as ids; trained by :meth:`trained` (see module docstring).
 
     Args:
         dim: vector dimension.
@@ -135,10 +134,8 @@ class IvfPqCandidates:
         self._index, self.trained_on = index, trained_on
 
     @classmethod
-    def build(
-        cls, rows: F32, keys: I64, *, nprobe: int, min_train: int, progress: Any = None, seed: int = 0
-    ) -> IvfPqCandidates:
-        """Train on a sample of ``rows[keys]`` and add them all (``progress(done, total)`` per chunk)."""
+    def trained(cls, rows: F32, keys: I64, *, nprobe: int, min_train: int, seed: int = 0) -> IvfPqCandidates:
+        """An empty structure whose cells and codebooks are trained on a sample of ``rows[keys]``."""
         faiss = _faiss()
         dim = int(rows.shape[1])
         nlist = default_nlist(len(keys))
@@ -151,13 +148,7 @@ class IvfPqCandidates:
         index.cp.niter = 10
         index.cp.seed = seed
         index.train(sample)
-        built = cls(dim, nprobe=nprobe, min_train=min_train, index=index, trained_on=len(keys))
-        for start in range(0, len(keys), _ADD_CHUNK):
-            chunk = keys[start : start + _ADD_CHUNK]
-            built.add(chunk, np.ascontiguousarray(rows[chunk], dtype=np.float32))
-            if progress is not None:
-                progress(start + len(chunk), len(keys))
-        return built
+        return cls(dim, nprobe=nprobe, min_train=min_train, index=index, trained_on=len(keys))
 
     def __len__(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)

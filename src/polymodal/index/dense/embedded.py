@@ -45,6 +45,8 @@ META, POINTS, VECTORS, LOCK = "dense.json", "points.sqlite", "vectors.f32", "LOC
 STRUCTURE_FILES = {"ivf-pq": "cells.npz", "hnsw": "graph.usearch"}
 #: flush() also saves the candidate structure once this many changes (or a quarter of the index) are unsaved.
 SAVE_EVERY = 50_000
+#: Rows inserted into the candidate structure per step (bounds the float32 copy made from the memory map).
+ADD_CHUNK = 50_000
 I64 = npt.NDArray[np.int64]
 Progress = Callable[[int, int], None]
 
@@ -231,30 +233,29 @@ class EmbeddedDenseIndex:
             self._unsaved += len(stale)
         missing = np.setdiff1d(live, held, assume_unique=True)
         if len(missing) and ann.ready:
-            for start in range(0, len(missing), 50_000):
-                chunk = missing[start : start + 50_000]
-                ann.add(chunk, np.ascontiguousarray(self._rows()[chunk]))
-                self._unsaved += len(chunk)
-                if progress is not None:
-                    progress(min(start + len(chunk), len(missing)), len(missing))
+            self._add_rows(ann, missing, progress)
         return ann
 
     def _rebuild_ann(self, live: I64, progress: Progress | None = None) -> CandidateStructure:
-        """A new structure over every live point (training the inverted file on them)."""
+        """A new structure over every live point (training the inverted file on them first)."""
         s = self.settings
-        if s.engine == "hnsw":
-            ann = self._new_ann()
-            for start in range(0, len(live), 50_000):
-                chunk = live[start : start + 50_000]
-                ann.add(chunk, np.ascontiguousarray(self._rows()[chunk]))
-                if progress is not None:
-                    progress(start + len(chunk), len(live))
-        else:
-            ann = IvfPqCandidates.build(
-                self._rows(), live, nprobe=s.nprobe, min_train=s.exact_below, progress=progress
-            )
-        self._unsaved += max(len(live), 1)
+        ann: CandidateStructure = (
+            self._new_ann()
+            if s.engine == "hnsw"
+            else IvfPqCandidates.trained(self._rows(), live, nprobe=s.nprobe, min_train=s.exact_below)
+        )
+        self._add_rows(ann, live, progress)
+        self._unsaved += 1  # an empty rebuild must still replace the saved file
         return ann
+
+    def _add_rows(self, ann: CandidateStructure, keys: I64, progress: Progress | None) -> None:
+        """Insert the originals of ``keys`` in chunks, reporting ``progress(done, total)``."""
+        for start in range(0, len(keys), ADD_CHUNK):
+            chunk = keys[start : start + ADD_CHUNK]
+            ann.add(chunk, np.ascontiguousarray(self._rows()[chunk]))
+            self._unsaved += len(chunk)
+            if progress is not None:
+                progress(start + len(chunk), len(keys))
 
     # -- storage helpers -----------------------------------------------------------------------------------
 
