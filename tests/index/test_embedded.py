@@ -8,6 +8,7 @@ import pytest
 from polymodal.errors import IndexError_
 from polymodal.index import MultiVectorIndex, open_multivector_index
 from polymodal.index.embedded import EmbeddedMultiVectorIndex
+from polymodal.index.embedded.writing import SegmentWriter
 from tests.index._data import exact_top
 
 DIM = 32
@@ -60,8 +61,8 @@ def test_exact_before_training_matches_brute_force(tmp_path: Path, corpus) -> No
     assert best.score == pytest.approx(expected, rel=2e-3)  # float16 storage
 
 
-@pytest.mark.parametrize("store_vectors", [False, True])
-def test_compressed_recall_against_exact(tmp_path: Path, corpus, store_vectors: bool) -> None:
+@pytest.mark.parametrize("store_vectors", [False, True, "int8"])
+def test_compressed_recall_against_exact(tmp_path: Path, corpus, store_vectors: bool | str) -> None:
     pages, queries, sources = corpus
     index = EmbeddedMultiVectorIndex(
         tmp_path / "ix",
@@ -80,13 +81,119 @@ def test_compressed_recall_against_exact(tmp_path: Path, corpus, store_vectors: 
     assert index.codebook is not None and {s.kind for s in index.segments} == {"pq"}
     # 400 pages, 64 candidates: the staged search really prunes, and still finds what exact MaxSim finds
     # 2-bit residuals blur near-ties at rank 10 (measured 0.80-0.85; a random pick of 10 of 400 gives 0.025);
-    # with the float16 re-rank it is exact-grade
+    # with the float16 or int8 re-rank it is exact-grade
     recall = recall_at(index, pages, queries)
     assert recall >= (0.95 if store_vectors else 0.75), recall
+    assert {s.rerank_store for s in index.segments} == {index.store_vectors}
     assert all(index.search(q, 1)[0].id == f"p{s}" for q, s in zip(queries, sources, strict=True))
     many = index.search(queries[0], 100)  # k above every stage's default size still returns k hits
     assert len(many) == 100 and len({h.id for h in many}) == 100
     assert sum(s.arrays["codes"].nbytes for s in index.segments) == 400 * 24 * DIM * 2 // 8  # 2 bits/dim
+
+
+def test_without_a_rerank_store_the_codebook_is_trained_once(tmp_path: Path, corpus) -> None:
+    pages, queries, sources = corpus
+    index = EmbeddedMultiVectorIndex(
+        tmp_path / "ix", dim=DIM, embedder_id="e", min_train_tokens=1_000, store_vectors=False
+    )
+    fill(index, pages[:50])
+    index.flush()
+    first = index._meta["codebook"]
+    fill(index, pages[50:], start=50)
+    index.flush()
+    assert index._meta["codebook"] == first  # 2-bit codes re-encoded from 2-bit codes would lose twice
+    assert all(index.search(q, 1)[0].id == f"p{s}" for q, s in zip(queries, sources, strict=True))
+
+
+@pytest.mark.parametrize("store_vectors", ["int8", "float16"])
+def test_codebook_is_retrained_as_the_index_grows(tmp_path: Path, corpus, store_vectors: str) -> None:
+    pages, queries, sources = corpus
+    index = EmbeddedMultiVectorIndex(
+        tmp_path / "ix", dim=DIM, embedder_id="e", min_train_tokens=1_000, store_vectors=store_vectors
+    )
+    fill(index, pages[:50])  # 1,200 tokens: trained on these
+    index.flush()
+    first = index._meta["codebook"]
+    assert index._meta["trained_on"] == 1_200
+    index.delete(["p0"])
+    fill(index, pages[50:400], start=50)  # 9,576 live tokens >= 4 x 1,200: retrained on a sample of all
+    index.flush()
+    assert index._meta["codebook"] != first and index._meta["trained_on"] == 399 * 24
+    assert [p.name for p in (tmp_path / "ix").glob("codebook-*")] == [index._meta["codebook"]]
+    assert len(index) == 399 and "p0" not in index.ids() and len(index.segments) == 2
+    if store_vectors == "int8":  # re-encoded from the old int8 store: still within int8 precision
+        row = index.segments[0].ids.index("p7")
+        np.testing.assert_allclose(index.segments[0].vectors_of(row, index.codebook), pages[7], atol=0.02)
+    recall = recall_at(index, pages, queries)
+    assert recall >= 0.95, recall
+    assert all(index.search(q, 1)[0].id == f"p{s}" for q, s in zip(queries, sources, strict=True) if s)
+    before = [h.id for h in index.search(queries[1], 10)]
+    index.close()
+    reopened = EmbeddedMultiVectorIndex(tmp_path / "ix", dim=DIM, embedder_id="e", create=False)
+    assert reopened.store_vectors == store_vectors
+    assert [h.id for h in reopened.search(queries[1], 10)] == before
+
+
+def test_a_failed_retrain_leaves_the_committed_codebook(tmp_path: Path, corpus, monkeypatch) -> None:
+    pages, queries, sources = corpus
+    index = EmbeddedMultiVectorIndex(tmp_path / "ix", dim=DIM, embedder_id="e", min_train_tokens=1_000)
+    fill(index, pages[:50])
+    index.flush()
+    committed = index.codebook
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SegmentWriter, "reencode", disk_full)
+    fill(index, pages[50:400], start=50)
+    with pytest.raises(OSError, match="No space"):
+        index.flush()
+    assert index.codebook is committed  # the stored points are still encoded with it
+    monkeypatch.undo()
+    index.flush()  # the retry retrains and re-encodes
+    assert index.codebook is not committed and len(index) == 400
+    assert all(index.search(q, 1)[0].id == f"p{s}" for q, s in zip(queries, sources, strict=True))
+
+
+def test_segment_writes_stream_through_scratch_files_and_leave_none(
+    tmp_path: Path, corpus, monkeypatch
+) -> None:
+    from polymodal.index.embedded import writing
+
+    pages, queries, sources = corpus
+    path = tmp_path / "ix"
+    index = EmbeddedMultiVectorIndex(path, dim=DIM, embedder_id="e", min_train_tokens=1_000, max_segments=2)
+    monkeypatch.setattr(writing, "_ENCODE_CHUNK", 100)  # re-encoding and merging take many small steps
+    monkeypatch.setattr(writing, "_MERGE_ROWS", 7)
+    for start in range(0, 200, 50):  # train, merges, a retrain at 4x growth
+        fill(index, pages[start : start + 50], start=start)
+        index.flush()
+    index.delete(["p3"])
+    index.optimize()
+
+    def leftovers() -> list[str]:
+        return [p.name for p in path.iterdir() if p.name.endswith(".tmp")]
+
+    assert leftovers() == [] and len(index.segments) == 1 and len(index) == 199
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writing, "write_segment_dir", disk_full)
+    fill(index, pages[200:250], start=200)
+    with pytest.raises(OSError, match="No space"):
+        index.flush()
+    assert leftovers() == []
+    monkeypatch.undo()
+    index.flush()
+    assert len(index) == 249 and leftovers() == []
+    hits = [index.search(q, 1)[0].id for q, s in zip(queries, sources, strict=True) if 3 != s < 250]
+    assert len(hits) >= 5 and hits == [f"p{s}" for s in sources if 3 != s < 250]
+
+
+def test_store_vectors_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(IndexError_, match="store_vectors must be one of"):
+        EmbeddedMultiVectorIndex(tmp_path / "ix", dim=DIM, embedder_id="e", store_vectors="int4")
 
 
 def test_upsert_delete_and_filters(tmp_path: Path, corpus) -> None:
@@ -168,3 +275,36 @@ def test_reader_sees_commits_of_writer(tmp_path: Path, corpus) -> None:
     assert reader.search(pages[6][:3], 1)[0].id == "p6"
     writer.close()
     reader.close()
+
+
+@pytest.mark.parametrize("store_vectors", ["int8", "float16"])
+def test_rerank_store_scores_in_groups_match_one_pass(
+    tmp_path: Path, corpus, monkeypatch, store_vectors
+) -> None:
+    from polymodal.index.embedded import segment as segment_module
+
+    pages, queries, _ = corpus
+    index = EmbeddedMultiVectorIndex(
+        tmp_path / "ix", dim=DIM, embedder_id="e", min_train_tokens=1_000, store_vectors=store_vectors
+    )
+    fill(index, pages)
+    index.flush()
+    segment, book = index.segments[0], index.codebook
+    assert book is not None and segment.directory is not None
+    rows = np.arange(0, len(segment), 3)
+    q = queries[0]
+    # one pass over the stored approximation of every row
+    expected = np.array([(segment.vectors_of(int(r), book) @ q.T).max(axis=0).sum() for r in rows])
+    monkeypatch.setattr(segment_module, "_CAST_CHUNK", 50)  # ~2 pages per group: many groups
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        if store_vectors == "int8":
+            return segment.int8_scores(rows, q, book.centroids @ q.T)
+        return segment.exact_scores(rows, q)
+
+    got = score(rows)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert len(score(rows[:0])) == 0
+    if store_vectors == "float16":  # and the float16 store is the originals: exact MaxSim
+        exact = np.array([(pages[int(segment.ids[r][1:])] @ q.T).max(axis=0).sum() for r in rows])
+        np.testing.assert_allclose(got, exact, atol=5e-3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,33 +21,58 @@ from polymodal.index.base import (
     payload_matches,
 )
 from polymodal.index.embedded._lock import WriterLock
-from polymodal.index.embedded.codec import Codebook, default_centroid_count
-from polymodal.index.embedded.search import StageSizes, filter_mask, probe_centroids, staged_scores
-from polymodal.index.embedded.segment import Segment, build_pq_arrays, exact_maxsim, ranges_index
+from polymodal.index.embedded.codec import POINTS_PER_CENTROID, Codebook, default_centroid_count
+from polymodal.index.embedded.search import DEFAULT_STAGES, filter_mask, probe_centroids, staged_scores
+from polymodal.index.embedded.segment import Segment, exact_maxsim
 from polymodal.index.embedded.storage import (
     META,
     read_meta,
     remove_unreferenced,
     write_file_atomic,
     write_meta,
-    write_segment_dir,
 )
+from polymodal.index.embedded.writing import SegmentWriter
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 FORMAT = 1
 _TRAIN_SAMPLE = 500_000
+RETRAIN_GROWTH = 4  # retrain the codebook (and re-encode every point) when the index has grown this much
+STORES = ("int8", "float16", "none")
+
+
+def rerank_store(value: bool | str) -> str:
+    """Normalise ``store_vectors``: ``"int8"`` / ``"float16"`` / ``"none"`` (True = float16, False = none)."""
+    if value is True or value is False:
+        return "float16" if value else "none"
+    if value not in STORES:
+        raise IndexError_(f"store_vectors must be one of {', '.join(STORES)} (or a bool), got {value!r}")
+    return str(value)
+
+
+def _live_tokens(segment: Segment) -> int:
+    return int(np.diff(segment.offsets)[segment.live].sum())
 
 
 class EmbeddedMultiVectorIndex:
     """A late-interaction index in a directory: segments of compressed token vectors, searched in stages.
 
     Until the index holds ``min_train_tokens`` tokens, points are stored as float16 and searched exactly. At
-    that point a codebook is trained on them (``n_centroids`` centroids, default ~``4 * sqrt(tokens)``) and
-    every token is stored as a centroid id plus ``nbits`` bits per dimension of residual. Search then probes
+    that point a codebook is trained on them (``n_centroids`` centroids, default ~``16 * sqrt(tokens)``) and
+    every token is stored as a centroid id plus ``nbits`` bits per dimension of residual. Each time the index
+    has grown ``RETRAIN_GROWTH`` times past what the codebook was trained on, it is retrained on a sample of
+    everything and every point re-encoded from its re-rank store (a codebook trained on the first few
+    hundred pages has never seen most of a large corpus); without a store it is trained once. Search probes
     the ``nprobe`` nearest centroids of each query token, keeps ``candidates`` points by probe scores, scores
-    them with all their centroids, and re-ranks the best ``rerank`` by MaxSim on the decoded vectors. With
-    ``store_vectors=True`` float16 originals are kept too and the best ``exact_rerank`` are scored exactly.
+    them with all their centroids, and gives the best ``rerank`` their final scores from the re-rank store
+    ``store_vectors``:
+
+    - ``"int8"`` (default): residuals to the centroid in int8 with a scale per token (132 bytes per 128-d
+      token), near-exact MaxSim;
+    - ``"float16"`` (or True): the originals, scored exactly (the ``exact_rerank`` best by decoded score);
+    - ``"none"`` (or False): only the 2-bit codes (34 bytes per 128-d token; near-ties are reordered).
+
+    docs/benchmarks/retrieval.md measures all three.
 
     One process writes at a time (the writer lock is taken at the first write; ``lock_timeout`` seconds are
     waited for it); any number of processes read the last committed state, refreshed at each search.
@@ -65,11 +91,11 @@ class EmbeddedMultiVectorIndex:
         lock_timeout: float = 0.0,
         max_segments: int = 8,
         auto_flush_tokens: int = 1 << 21,
-        nprobe: int = 8,
-        candidates: int = 256,
-        rerank: int = 64,
-        store_vectors: bool = False,
-        exact_rerank: int = 32,
+        nprobe: int = 16,
+        candidates: int | None = None,
+        rerank: int | None = None,
+        store_vectors: bool | str = "int8",
+        exact_rerank: int | None = None,
     ) -> None:
         if dim <= 0:
             raise IndexError_(f"dim must be positive, got {dim}")
@@ -82,7 +108,8 @@ class EmbeddedMultiVectorIndex:
         self.min_train_tokens = min_train_tokens
         self.n_centroids = n_centroids
         self.nprobe = nprobe
-        self._stages = StageSizes(candidates=candidates, rerank=rerank, exact_rerank=exact_rerank)
+        stages = {"candidates": candidates, "rerank": rerank, "exact_rerank": exact_rerank}
+        self._stage_overrides = {key: value for key, value in stages.items() if value is not None}
         self._lock = WriterLock(self.path / "LOCK")
         self._closed = False
         self._pending: dict[str, tuple[F32, dict[str, Any]]] = {}
@@ -103,7 +130,7 @@ class EmbeddedMultiVectorIndex:
                     "dim": dim,
                     "embedder_id": embedder_id,
                     "nbits": nbits,
-                    "store_vectors": store_vectors,
+                    "store_vectors": rerank_store(store_vectors),
                     "codebook": None,
                     "segments": [],
                     "deleted": {},
@@ -114,7 +141,8 @@ class EmbeddedMultiVectorIndex:
                 write_meta(self.path, meta)
         self._check_identity(meta)
         self.nbits = int(meta["nbits"])
-        self.store_vectors = bool(meta.get("store_vectors", False))
+        self.store_vectors = rerank_store(meta.get("store_vectors", False))
+        self._stages = replace(DEFAULT_STAGES[self.store_vectors], **self._stage_overrides)
         self._load(meta)
 
     # -- identity -
@@ -230,6 +258,14 @@ class EmbeddedMultiVectorIndex:
         """Commit pending writes durably (segment files fsync-ed, then ``meta.json`` atomically replaced)."""
         if not self._dirty or not self._lock.held:
             return
+        committed = self.codebook
+        try:
+            self._write_pending()
+        except BaseException:  # nothing was committed: the stored points are still encoded with it
+            self.codebook = committed
+            raise
+
+    def _write_pending(self) -> None:
         meta = dict(self._meta)
         counter = int(meta["next_segment"])
         keep = [s for s in self.segments if s.live.any()]
@@ -238,25 +274,25 @@ class EmbeddedMultiVectorIndex:
         if ids:
             matrices = [self._pending[i][0] for i in ids]
             payloads = [self._pending[i][1] for i in ids]
-            raw_tokens = sum(s.n_tokens for s in keep if s.kind == "raw")
-            pending_tokens = sum(m.shape[0] for m in matrices)
-            if self.codebook is None and raw_tokens + pending_tokens >= self.min_train_tokens:
-                meta["codebook"] = self._train(keep, matrices, counter)
+            live_tokens = sum(_live_tokens(s) for s in keep) + sum(m.shape[0] for m in matrices)
+            if self._wants_training(live_tokens):
+                previous = self.codebook  # what the stored points are encoded with
+                meta["codebook"] = self._train(keep, matrices, counter, live_tokens)
+                meta["trained_on"] = live_tokens
                 counter += 1
-                raws = [s for s in keep if s.kind == "raw"]
-                keep = [s for s in keep if s.kind != "raw"]
-                for segment in raws:  # re-store every exact point compressed
-                    rows = np.flatnonzero(segment.live)
-                    ids += [segment.ids[r] for r in rows]
-                    payloads += [segment.payloads[r] for r in rows]
-                    matrices += [segment.vectors_of(int(r), None) for r in rows]
+                if keep:  # re-store every point under the new codebook, in one segment
+                    name = f"seg-{counter:06d}"
+                    counter += 1
+                    self._writer().reencode(keep, previous, name)
+                    new_entries.append((name, "pq"))
+                keep = []
             name = f"seg-{counter:06d}"
             counter += 1
-            self._write_new_segment(name, ids, matrices, payloads)
+            self._writer().write_new(name, ids, matrices, payloads)
             new_entries.append((name, "pq" if self.codebook is not None else "raw"))
         mergeable = sum(s.kind == ("pq" if self.codebook is not None else "raw") for s in keep)
         if len(keep) + len(new_entries) > self.max_segments and mergeable >= 2:
-            merged, keep = self._merge_smallest(
+            merged, keep = self._writer().merge_smallest(
                 keep, len(keep) + len(new_entries) - self.max_segments // 2, counter
             )
             counter += 1
@@ -271,19 +307,29 @@ class EmbeddedMultiVectorIndex:
         if len(keep) <= 1 and not any((~s.live).any() for s in keep):
             return
         counter = int(self._meta["next_segment"])
-        merged, rest = self._merge_smallest(keep, len(keep), counter)
+        merged, rest = self._writer().merge_smallest(keep, len(keep), counter)
         self._commit(dict(self._meta), rest, [merged], counter + 1)
 
-    def _train(self, keep: list[Segment], matrices: list[F32], counter: int) -> str:
+    def _writer(self) -> SegmentWriter:
+        return SegmentWriter(self.path, self.codebook, self.store_vectors, self._dim)
+
+    def _wants_training(self, live_tokens: int) -> bool:
+        if self.codebook is None:
+            return live_tokens >= self.min_train_tokens
+        if self.store_vectors == "none":  # re-encoding 2-bit codes would compound their error: train once
+            return False
+        trained_on = int(self._meta.get("trained_on", self.min_train_tokens))
+        return live_tokens >= RETRAIN_GROWTH * max(trained_on, 1)
+
+    def _train(self, keep: list[Segment], matrices: list[F32], counter: int, live_tokens: int) -> str:
+        """Train a codebook on a sample of the pending points and of every stored point, and save it."""
         rng = np.random.default_rng(counter)
-        pool = list(matrices)
-        for segment in keep:
-            if segment.kind == "raw":
-                pool += [segment.vectors_of(int(r), None) for r in np.flatnonzero(segment.live)]
-        total = sum(m.shape[0] for m in pool)
-        share = min(1.0, _TRAIN_SAMPLE / max(total, 1))
-        sample = np.concatenate([m[rng.random(m.shape[0]) < share] if share < 1.0 else m for m in pool])
-        k = self.n_centroids or default_centroid_count(total)
+        k = self.n_centroids or default_centroid_count(live_tokens)
+        share = min(1.0, max(_TRAIN_SAMPLE, POINTS_PER_CENTROID * k) / max(live_tokens, 1))
+        pool = [m[rng.random(m.shape[0]) < share] if share < 1.0 else m for m in matrices]
+        # single tokens, not whole points: a few hundred whole pages would hold a few hundred pages' topics
+        pool += [segment.sample_tokens(share, rng, self.codebook) for segment in keep]
+        sample = np.concatenate(pool)
         self.codebook = Codebook.train(sample, nbits=self.nbits, n_centroids=k, seed=counter)
         name = f"codebook-{counter:06d}.npz"
         tmp = self.path / f".{name}.tmp"
@@ -291,61 +337,6 @@ class EmbeddedMultiVectorIndex:
         write_file_atomic(self.path / name, tmp.read_bytes())
         tmp.unlink()
         return name
-
-    def _write_new_segment(
-        self, name: str, ids: list[str], matrices: list[F32], payloads: list[dict[str, Any]]
-    ) -> None:
-        lengths = np.array([m.shape[0] for m in matrices], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-        points = {"ids": ids, "payloads": payloads}
-        arrays: dict[str, np.ndarray]
-        if self.codebook is None:
-            arrays = {"offsets": offsets, "vectors": np.concatenate(matrices).astype(np.float16)}
-        else:
-            stacked = np.concatenate(matrices)
-            cids, codes = self.codebook.encode(stacked)
-            arrays = build_pq_arrays(offsets, cids, codes, self.codebook.n_centroids)
-            if self.store_vectors:
-                arrays["vectors"] = stacked.astype(np.float16)
-        write_segment_dir(self.path, name, arrays, points)
-
-    def _merge_smallest(
-        self, segments: list[Segment], count: int, counter: int
-    ) -> tuple[tuple[str, str], list[Segment]]:
-        """Write the live rows of the ``count`` smallest segments (of one kind) into one new segment."""
-        kind = "pq" if self.codebook is not None else "raw"
-        same = sorted((s for s in segments if s.kind == kind), key=lambda s: s.n_tokens)
-        chosen = same[: max(count, 2)]
-        name = f"seg-{counter:06d}"
-        ids: list[str] = []
-        payloads: list[dict[str, Any]] = []
-        lengths: list[I64] = []
-        token_parts: dict[str, list[np.ndarray]] = {}
-        for segment in chosen:
-            rows = np.flatnonzero(segment.live)
-            ids += [segment.ids[r] for r in rows]
-            payloads += [segment.payloads[r] for r in rows]
-            starts, stops = segment.offsets[rows], segment.offsets[rows + 1]
-            lengths.append(stops - starts)
-            tokens = ranges_index(starts, stops)
-            keys = ["vectors"] if kind == "raw" else ["cids", "codes"]
-            if kind == "pq" and "vectors" in segment.arrays:
-                keys.append("vectors")
-            for key in keys:
-                token_parts.setdefault(key, []).append(np.asarray(segment.arrays[key])[tokens])
-        length_array = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-        offsets = np.concatenate(([0], np.cumsum(length_array))).astype(np.int64)
-        joined = {key: np.concatenate(parts) for key, parts in token_parts.items()}
-        if kind == "raw":
-            arrays = {"offsets": offsets, "vectors": joined["vectors"]}
-        else:
-            assert self.codebook is not None
-            arrays = build_pq_arrays(offsets, joined["cids"], joined["codes"], self.codebook.n_centroids)
-            if "vectors" in joined:
-                arrays["vectors"] = joined["vectors"]
-        write_segment_dir(self.path, name, arrays, {"ids": ids, "payloads": payloads})
-        rest = [s for s in segments if s not in chosen]
-        return (name, kind), rest
 
     def _commit(
         self, meta: dict[str, Any], keep: list[Segment], new_entries: list[tuple[str, str]], counter: int

@@ -18,11 +18,24 @@ I64 = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class StageSizes:
-    """How many points survive each stage: probe -> ``candidates`` -> ``rerank`` -> ``exact_rerank``."""
+    """How many points survive each stage: probe -> ``candidates`` -> centroid interaction -> ``rerank``.
+
+    The ``rerank`` points get their final scores from the int8 store; without a re-rank store from the
+    decoded 2-bit vectors; with float16 originals, the ``exact_rerank`` best by decoded score are scored
+    exactly.
+    """
 
     candidates: int = 256
-    rerank: int = 64
-    exact_rerank: int = 32
+    rerank: int = 96
+    exact_rerank: int = 64
+
+
+DEFAULT_STAGES = {
+    # measured at 25K ColPali-shaped pages (docs/benchmarks/retrieval.md)
+    "int8": StageSizes(candidates=256, rerank=96),
+    "none": StageSizes(candidates=256, rerank=64),
+    "float16": StageSizes(candidates=256, rerank=96, exact_rerank=96),  # exact on all 96: no decoding
+}
 
 
 def probe_centroids(centroid_scores_t: F32, nprobe: int) -> tuple[I64, F32]:
@@ -64,8 +77,13 @@ def staged_scores(
     if len(rows) > n_rerank:
         coarse = segment.centroid_scores(rows, centroid_scores_t)
         rows = np.sort(rows[np.argpartition(-coarse, n_rerank - 1)[:n_rerank]])
+    store = segment.rerank_store
+    if store == "int8":
+        return rows, segment.int8_scores(rows, query, centroid_scores_t)
+    if store == "float16" and len(rows) <= n_exact:  # nothing to prune: skip the decoded stage
+        return rows, segment.exact_scores(rows, query)
     decoded = segment.decoded_scores(rows, query, codebook, centroid_scores_t)
-    if "vectors" not in segment.arrays:
+    if store == "none":
         return rows, decoded
     if len(rows) > n_exact:
         rows = np.sort(rows[np.argpartition(-decoded, n_exact - 1)[:n_exact]])
