@@ -311,7 +311,7 @@ class EmbeddedMultiVectorIndex:
         self._commit(dict(self._meta), rest, [merged], counter + 1)
 
     def _writer(self) -> SegmentWriter:
-        return SegmentWriter(self.path, self.codebook, self.store_vectors, self._dim)
+        return SegmentWriter(self.path, self.codebook, self.store_vectors)
 
     def _wants_training(self, live_tokens: int) -> bool:
         if self.codebook is None:

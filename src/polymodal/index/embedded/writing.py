@@ -28,7 +28,6 @@ class SegmentWriter:
     path: Path
     codebook: Codebook | None
     store: str
-    dim: int
 
     def encode(self, stacked: F32) -> dict[str, np.ndarray]:
         """Per-token arrays of ``stacked`` under the current codebook: codes and the re-rank store."""
