@@ -12,7 +12,6 @@ every page.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
@@ -21,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from polymodal.index.embedded.codec import POINTS_PER_CENTROID, Codebook, default_centroid_count
-from retrieval_bench import Pages, dataset_dir, generate, load_queries  # the same corpora
+from retrieval_bench import (  # the same corpora
+    Pages,
+    corpus_parser,
+    dataset_dir,
+    generate,
+    load_queries,
+    parse_corpus_args,
+)
 
 F32 = np.ndarray
 CANDIDATES = 100
@@ -56,20 +62,7 @@ def formats(book2: Codebook) -> dict[str, tuple[float, Callable[[F32, np.ndarray
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--corpus", choices=["synthetic", "real"], default="synthetic")
-    parser.add_argument("--pages", type=int, default=None, help="synthetic: 5000; real: every page")
-    parser.add_argument("--tokens", type=int, default=1030)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--topics", type=int, default=4096)
-    parser.add_argument("--queries", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    if args.pages is None:
-        args.pages = 5000 if args.corpus == "synthetic" else 1_000_000
+    args = parse_corpus_args(corpus_parser(__doc__, synthetic_pages=5000))
     generate(args)
     data: Path = dataset_dir(args)
     pages = Pages(data)

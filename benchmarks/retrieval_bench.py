@@ -388,26 +388,41 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main() -> None:
+def corpus_parser(description: str | None, synthetic_pages: int) -> argparse.ArgumentParser:
+    """The arguments that name a corpus (and so its cache directory), shared with rerank_precision.py."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--corpus", choices=["synthetic", "real"], default="synthetic")
-    parser.add_argument("--pages", type=int, default=None, help="synthetic: 1000; real: every page")
+    parser.add_argument(
+        "--pages", type=int, default=None, help=f"synthetic: {synthetic_pages}; real: every page"
+    )
     parser.add_argument("--tokens", type=int, default=1030)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--topics", type=int, default=4096)
     parser.add_argument("--queries", type=int, default=40)
-    parser.add_argument("--exact-queries", type=int, default=10, help="queries timed for the exact system")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(synthetic_pages=synthetic_pages)
+    return parser
+
+
+def parse_corpus_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, filling ``--pages`` by corpus when it is not given."""
+    args = parser.parse_args()
+    if args.pages is None:
+        args.pages = args.synthetic_pages if args.corpus == "synthetic" else 1_000_000
+    return args
+
+
+def main() -> None:
+    parser = corpus_parser(__doc__, synthetic_pages=1000)
+    parser.add_argument("--exact-queries", type=int, default=10, help="queries timed for the exact system")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.pages is None:
-        args.pages = 1000 if args.corpus == "synthetic" else 1_000_000
+    args = parse_corpus_args(parser)
     if args.worker:
         print(json.dumps(run_worker(args)))
         return

@@ -38,7 +38,7 @@ I64 = npt.NDArray[np.int64]
 FORMAT = 1
 _TRAIN_SAMPLE = 500_000
 RETRAIN_GROWTH = 4  # retrain the codebook (and re-encode every point) when the index has grown this much
-STORES = ("int8", "float16", "none")
+STORES = tuple(DEFAULT_STAGES)  # "int8", "none", "float16"
 
 
 def rerank_store(value: bool | str) -> str:

@@ -117,7 +117,7 @@ class Segment:
     def __post_init__(self) -> None:
         self.live = np.ones(len(self.ids), dtype=bool)
         self._columns: dict[str, np.ndarray] = {}
-        self._row_files: dict[str, RowFile] = {}
+        self._row_files: dict[str, RowFile | None] = {}
 
     @classmethod
     def load(cls, directory: Path, name: str, kind: str) -> Segment:
@@ -182,15 +182,18 @@ class Segment:
     def token_rows(self, key: str, rows: I64) -> np.ndarray:
         """Rows of the per-token array ``key`` for the tokens of points ``rows`` (sorted), read with pread."""
         starts, stops = self.offsets[rows], self.offsets[rows + 1]
-        if (
-            self.directory is None
-            or not hasattr(os, "preadv")
-            or not (self.directory / f"{key}.npy").exists()
-        ):
+        reader = self._row_file(key)
+        if reader is None:
             return np.asarray(self.arrays[key])[ranges_index(starts, stops)]
+        return reader.read_ranges(starts, stops)
+
+    def _row_file(self, key: str) -> RowFile | None:
+        """The pread reader of ``key``'s file (opened once), or None where it is not read from a file."""
         if key not in self._row_files:
-            self._row_files[key] = RowFile(self.directory / f"{key}.npy")
-        return self._row_files[key].read_ranges(starts, stops)
+            path = None if self.directory is None else self.directory / f"{key}.npy"
+            usable = path is not None and hasattr(os, "preadv") and path.exists()
+            self._row_files[key] = RowFile(path) if usable and path is not None else None
+        return self._row_files[key]
 
     # -- search -
 
@@ -217,7 +220,7 @@ class Segment:
         groups = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
         if len(groups) == 0:
             return out
-        self.token_rows(key, rows[:0])  # opens the store once, before the readers share it
+        self._row_file(key)  # opened once, before the reader threads share it
         # reads run ahead on reader threads (a cold page cache means disk reads: overlap them with the math)
         blocks = _read_pool().map(lambda group: self.token_rows(key, rows[group[0] : group[1]]), groups)
         for (first, last), block in zip(groups, blocks, strict=True):

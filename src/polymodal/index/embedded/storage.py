@@ -207,9 +207,6 @@ class TokenColumns:
         """A column as written so far (memory-mapped)."""
         return self._columns[key]
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._columns
-
     def files(self) -> dict[str, Path]:
         """Flush every column and give its file; every column must hold all ``n_tokens`` rows."""
         short = {key: filled for key, filled in self._filled.items() if filled != self.n_tokens}
